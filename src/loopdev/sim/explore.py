@@ -1,0 +1,298 @@
+"""Exploration strategies (random walk, PCT, bounded DFS, replay) and the `explore` loop."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from loopdev.sim.lockdep import LockdepReport, LockGraph
+from loopdev.sim.sched import (
+    NondeterminismError,
+    RunOutcome,
+    Scheduler,
+    Strategy,
+    Thread,
+    decode_token,
+)
+
+
+class RandomWalk(Strategy):
+    """Uniform random choice among runnable threads at every point. Run i uses seed + i."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._runs = 0
+        self._run_seed = seed
+        self._rand = random.Random(seed).random
+
+    def begin(self, sched: Scheduler) -> None:
+        self._run_seed = self.seed + self._runs
+        self._runs += 1
+        self._rand = random.Random(self._run_seed).random
+
+    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
+        return int(self._rand() * len(runnable))
+
+    def choose(self, n: int, label: str) -> int:
+        return int(self._rand() * n)
+
+    @property
+    def seed_text(self) -> str:
+        return str(self._run_seed)
+
+
+class PCT(Strategy):
+    """Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010).
+
+    Each thread gets a random initial priority above `depth`; `depth - 1` priority change
+    points are drawn uniformly over the estimated step count `k`; at change point i the running
+    thread's priority drops to `depth - i`. The highest-priority runnable thread always runs.
+    `k` starts at `steps` (default 100) and then tracks the longest run seen.
+    """
+
+    name = "pct"
+
+    def __init__(self, seed: int = 0, depth: int = 3, steps: int | None = None) -> None:
+        if depth < 1:
+            raise ValueError("PCT depth must be >= 1")
+        self.seed = seed
+        self.depth = depth
+        self.k = steps or 100
+        self._runs = 0
+        self._run_seed = seed
+        self._rng = random.Random(seed)
+        self._prio: dict[int, float] = {}
+        self._changes: list[tuple[int, float]] = []
+        self._sched: Scheduler | None = None
+
+    def begin(self, sched: Scheduler) -> None:
+        self._run_seed = self.seed + self._runs
+        self._runs += 1
+        self._rng = random.Random(self._run_seed)
+        self._prio = {}
+        self._sched = sched
+        k = max(self.k, self.depth)
+        points = sorted(self._rng.sample(range(1, k + 1), self.depth - 1))
+        self._changes = [(step, float(self.depth - 1 - i)) for i, step in enumerate(points)]
+        self._changes.reverse()  # pop() from the end = earliest first
+
+    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
+        prio = self._prio
+        changes = self._changes
+        if changes and self._sched is not None:
+            steps = self._sched.steps
+            while changes and changes[-1][0] <= steps:
+                _, low = changes.pop()
+                if cur is not None:
+                    prio[cur.tid] = low
+        best = -1.0
+        best_i = 0
+        for i, t in enumerate(runnable):
+            p = prio.get(t.tid)
+            if p is None:
+                p = prio[t.tid] = self.depth + self._rng.random()
+            if p > best:
+                best, best_i = p, i
+        return best_i
+
+    def choose(self, n: int, label: str) -> int:
+        return int(self._rng.random() * n)
+
+    def end(self, outcome: RunOutcome) -> None:
+        self.k = max(self.k, outcome.steps)
+
+    @property
+    def seed_text(self) -> str:
+        return f"{self._run_seed}d{self.depth}"
+
+
+@dataclass
+class _Node:
+    n: int
+    order: list[int]
+    cur: int  # index of the running thread if it stayed runnable, else -1
+    pos: int = 0
+
+
+class BoundedDFS(Strategy):
+    """Depth-first search over all schedules with at most `preemption_bound` preemptions.
+
+    A preemption is switching away from a thread that could have continued. Switching after a
+    thread blocked or finished is free, and data choices are explored exhaustively. Runs share
+    this object: each run follows the next unexplored branch; :meth:`exhausted` tells when the
+    bounded tree is done. `preemption_bound=None` explores every interleaving.
+    """
+
+    name = "dfs"
+
+    def __init__(self, preemption_bound: int | None = 2) -> None:
+        self.bound = preemption_bound
+        self._stack: list[_Node] = []
+        self._depth = 0
+        self._pre = 0
+        self._runs = 0
+        self._done = False
+
+    def begin(self, sched: Scheduler) -> None:
+        self._depth = 0
+        self._pre = 0
+        self._runs += 1
+
+    def _node(self, n: int, cur: int) -> _Node:
+        d = self._depth
+        self._depth += 1
+        stack = self._stack
+        if d < len(stack):
+            node = stack[d]
+            if node.n != n or node.cur != cur:
+                raise NondeterminismError(f"DFS replay diverged at choice #{d}")
+            return node
+        if cur < 0:
+            order = list(range(n))
+        elif self.bound is not None and self._pre >= self.bound:
+            order = [cur]
+        else:
+            order = [cur, *(i for i in range(n) if i != cur)]
+        node = _Node(n, order, cur)
+        stack.append(node)
+        return node
+
+    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
+        ci = runnable.index(cur) if cur is not None else -1
+        node = self._node(len(runnable), ci)
+        choice = node.order[node.pos]
+        if ci >= 0 and choice != ci:
+            self._pre += 1
+        return choice
+
+    def choose(self, n: int, label: str) -> int:
+        node = self._node(n, -1)
+        return node.order[node.pos]
+
+    def end(self, outcome: RunOutcome) -> None:
+        stack = self._stack
+        del stack[self._depth :]
+        while stack:
+            node = stack[-1]
+            if node.pos + 1 < len(node.order):
+                node.pos += 1
+                break
+            stack.pop()
+        self._done = not stack
+
+    def exhausted(self) -> bool:
+        return self._done
+
+    @property
+    def seed_text(self) -> str:
+        bound = "inf" if self.bound is None else str(self.bound)
+        return f"{self._runs}b{bound}"
+
+
+class Replay(Strategy):
+    """Replays a token's choice stream; divergence raises NondeterminismError."""
+
+    def __init__(self, token: str) -> None:
+        self.name, self._seed, self._choices, self._fps = decode_token(token)
+        self._k = 0
+
+    def begin(self, sched: Scheduler) -> None:
+        self._k = 0
+
+    def _next(self) -> int:
+        k = self._k
+        if k >= len(self._choices):
+            raise NondeterminismError(f"replay ran past the {len(self._choices)} recorded choices")
+        self._k = k + 1
+        return self._choices[k]
+
+    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
+        return self._next()
+
+    def choose(self, n: int, label: str) -> int:
+        return self._next()
+
+    @property
+    def seed_text(self) -> str:
+        return self._seed
+
+    @property
+    def expected(self) -> list[int]:
+        return self._fps
+
+
+Program = Callable[[Scheduler], object]
+Check = Callable[[Scheduler, RunOutcome], "str | None"]
+
+
+@dataclass
+class ExplorationResult:
+    """What an exploration saw: run counts by outcome, failures, distinct lockdep reports."""
+
+    runs: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    failures: list[RunOutcome] = field(default_factory=list)
+    first_failure_run: int | None = None
+    lockdep: list[LockdepReport] = field(default_factory=list)
+    exhausted: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(self.outcomes.items()))
+        tail = " (exhausted)" if self.exhausted else ""
+        return f"{self.runs} runs: {counts}; {len(self.lockdep)} lockdep report(s){tail}"
+
+
+def explore(
+    program: Program,
+    strategy: Strategy | Callable[[int], Strategy],
+    budget: int,
+    *,
+    trace: bool = False,
+    max_steps: int = 200_000,
+    check: Check | None = None,
+    stop_on_failure: bool = True,
+    keep_failures: int = 5,
+    persist_lockdep: bool = False,
+) -> ExplorationResult:
+    """Run `program` up to `budget` times under `strategy` (an instance reused across runs,
+    or a factory called with the run index). A run fails if its outcome is not ok or `check`
+    returns a message."""
+    result = ExplorationResult()
+    graph = LockGraph() if persist_lockdep else None
+    seen_reports: set[tuple[str, ...]] = set()
+    for i in range(budget):
+        strat = strategy if isinstance(strategy, Strategy) else strategy(i)
+        if strat.exhausted():
+            result.exhausted = True
+            break
+        sched = Scheduler(strat, trace=trace, max_steps=max_steps, lockdep_graph=graph)
+        program(sched)
+        out = sched.run()
+        result.runs += 1
+        result.outcomes[out.kind] = result.outcomes.get(out.kind, 0) + 1
+        for rep in out.lockdep:
+            if rep.key not in seen_reports:
+                seen_reports.add(rep.key)
+                result.lockdep.append(rep)
+        message = check(sched, out) if check is not None and out.ok else None
+        if message is not None:
+            result.messages.append(message)
+        if not out.ok or message is not None:
+            if result.first_failure_run is None:
+                result.first_failure_run = i
+            if len(result.failures) < keep_failures:
+                result.failures.append(out)
+            if stop_on_failure:
+                break
+        if strat.exhausted():
+            result.exhausted = True
+            break
+    return result

@@ -1,0 +1,92 @@
+"""Trace of one model run: deterministic events, a text printout and JSON.
+
+Events carry only deterministic data (step counter, virtual time, thread name, strings), so
+replaying a token gives a byte-identical trace.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from loopdev.sim.sched import Scheduler
+
+KINDS = frozenset(
+    {
+        "spawn", "exit", "syscall", "sysret", "enter", "leave", "lock", "unlock", "wait",
+        "wake", "state", "uevent", "point", "choice", "lockdep", "fail",
+    }
+)  # fmt: skip
+
+
+class TraceEvent(NamedTuple):
+    """One event: the scheduler step, virtual time, the thread, what happened."""
+
+    step: int
+    time: float
+    thread: str
+    kind: str
+    name: str
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of this event."""
+        return self._asdict()
+
+    def render(self) -> str:
+        """One line of the text printout."""
+        tail = f"  {self.detail}" if self.detail else ""
+        return f"{self.step:>7} {self.time:>10.6f} {self.thread:<20} {self.kind:<8} {self.name}{tail}"
+
+
+class Trace:
+    """The events of one run, in execution order; `enabled=False` records nothing."""
+
+    __slots__ = ("_sched", "enabled", "events")
+
+    def __init__(self, sched: Scheduler | None = None, *, enabled: bool = True) -> None:
+        self._sched = sched
+        self.enabled = enabled
+        self.events: list[TraceEvent] = []
+
+    def emit(self, kind: str, name: str, detail: str = "") -> None:
+        """Record one event for the current thread (no-op when disabled)."""
+        if not self.enabled:
+            return
+        s = self._sched
+        if s is None:
+            self.events.append(TraceEvent(0, 0.0, "-", kind, name, detail))
+            return
+        cur = s.current
+        self.events.append(
+            TraceEvent(s.steps, s.clock, cur.name if cur is not None else "-", kind, name, detail)
+        )
+
+    def emit_for(self, thread: str, kind: str, name: str, detail: str = "") -> None:
+        """Record one event attributed to a named thread (spawn/exit seen from outside)."""
+        if not self.enabled:
+            return
+        s = self._sched
+        step, clock = (s.steps, s.clock) if s is not None else (0, 0.0)
+        self.events.append(TraceEvent(step, clock, thread, kind, name, detail))
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def of_kind(self, *kinds: str) -> list[TraceEvent]:
+        """The events whose kind is one of `kinds`."""
+        return [e for e in self.events if e.kind in kinds]
+
+    def render_text(self) -> str:
+        """The replay printout: one line per event."""
+        head = f"{'step':>7} {'time':>10} {'thread':<20} {'kind':<8} name  detail"
+        return "\n".join([head, *(e.render() for e in self.events)]) + "\n"
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """All events as JSON-serialisable dicts."""
+        return [e.to_json() for e in self.events]
+
+    def dumps(self) -> str:
+        """The events as a JSON string (stable key order)."""
+        return json.dumps(self.to_json(), sort_keys=True)
