@@ -103,6 +103,12 @@ class NotMountedError(LoopdevError):
     exit_code = 11
 
 
+class NotAttachedError(LoopdevError):
+    """The loop device exists but is not attached (not bound to a backing file)."""
+
+    exit_code = 12
+
+
 #: exit code → meaning, for ``--help``.
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -117,4 +123,5 @@ EXIT_CODES: dict[int, str] = {
     TeardownTimeoutError.exit_code: "detach/umount did not finish in time (holders named)",
     MountError.exit_code: "mount failed (unknown filesystem, bad target, unreadable image)",
     NotMountedError.exit_code: "not mounted",
+    NotAttachedError.exit_code: "the loop device is not attached",
 }

@@ -1,0 +1,314 @@
+"""LinuxKernel: the :class:`loopdev.kernel.Kernel` port on the running kernel.
+
+The only module of the library that touches ``os``, ``fcntl``, ``ctypes`` and sockets for kernel
+work. Every method is a thin wrapper of one system call; errors stay :class:`OSError` with the
+kernel's errno.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import random as _random
+import select
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+from loopdev import abi
+from loopdev.kernel import RunResult, Stat, Uevent
+
+_NETLINK_KOBJECT_UEVENT = 15
+_UEVENT_KERNEL_GROUP = 1
+_UEVENT_BUFSIZE = 1 << 16
+
+
+class _BlkpgIoctlArg(ctypes.Structure):
+    """``struct blkpg_ioctl_arg``: the C form of :class:`loopdev.abi.BlkpgRequest`."""
+
+    _fields_ = [
+        ("op", ctypes.c_int),
+        ("flags", ctypes.c_int),
+        ("datalen", ctypes.c_int),
+        ("data", ctypes.c_void_p),
+    ]
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+class LinuxProcess:
+    """A forked child process."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._status: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def _reap(self, options: int) -> int | None:
+        if self._status is not None:
+            return self._status
+        try:
+            pid, status = os.waitpid(self._pid, options)
+        except ChildProcessError:
+            self._status = -1
+            return self._status
+        if pid == 0:
+            return None
+        self._status = (
+            -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.waitstatus_to_exitcode(status)
+        )
+        return self._status
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Exit status (negative signal number if killed), or None if still running."""
+        if timeout is None:
+            return self._reap(0)
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            status = self._reap(os.WNOHANG)
+            if status is not None or time.monotonic() >= deadline:
+                return status
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
+
+    def kill(self, sig: int) -> None:
+        if self._status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, sig)
+
+
+class LinuxKernel:
+    """The running Linux kernel."""
+
+    name = "linux"
+
+    def __init__(self) -> None:
+        self._libc = _libc()
+        self._sockets: dict[int, socket.socket] = {}
+        self._rng = _random.SystemRandom()
+
+    # -- files ---------------------------------------------------------------------------
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+
+    def close(self, fd: int) -> None:
+        sock = self._sockets.pop(fd, None)
+        if sock is not None:
+            sock.close()
+        else:
+            os.close(fd)
+
+    def read(self, fd: int, size: int) -> bytes:
+        return os.read(fd, size)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+    def write(self, fd: int, data: bytes) -> int:
+        return os.write(fd, data)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def ioctl(self, fd: int, request: int, arg: int | bytearray = 0) -> int:
+        """Issue ``request``; a bytearray is passed by pointer and updated in place."""
+        if request == abi.BLKPG and isinstance(arg, bytearray):
+            return self._blkpg(fd, arg)
+        if isinstance(arg, bytearray):
+            return int(fcntl.ioctl(fd, request, arg, True))
+        return int(fcntl.ioctl(fd, request, arg))
+
+    def _blkpg(self, fd: int, raw: bytearray) -> int:
+        req = abi.BlkpgRequest.unpack(raw)
+        payload = ctypes.create_string_buffer(req.partition.pack(), abi.BlkpgPartition.SIZE)
+        arg = _BlkpgIoctlArg(
+            op=req.op,
+            flags=0,
+            datalen=abi.BlkpgPartition.SIZE,
+            data=ctypes.cast(payload, ctypes.c_void_p),
+        )
+        buf = bytearray(bytes(arg))
+        return int(fcntl.ioctl(fd, abi.BLKPG, buf, True))
+
+    def flock(self, fd: int, operation: int) -> None:
+        fcntl.flock(fd, operation)
+
+    @staticmethod
+    def _stat(st: os.stat_result) -> Stat:
+        return Stat(
+            mode=st.st_mode,
+            ino=st.st_ino,
+            dev=st.st_dev,
+            rdev=st.st_rdev,
+            size=st.st_size,
+            nlink=st.st_nlink,
+            uid=st.st_uid,
+        )
+
+    def fstat(self, fd: int) -> Stat:
+        return self._stat(os.fstat(fd))
+
+    def stat(self, path: str, follow_symlinks: bool = True) -> Stat:
+        return self._stat(os.stat(path, follow_symlinks=follow_symlinks))
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def access(self, path: str, mode: int) -> bool:
+        return os.access(path, mode, effective_ids=True)
+
+    def readfile(self, path: str, limit: int = 1 << 20) -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks: list[bytes] = []
+            total = 0
+            while total < limit:
+                chunk = os.read(fd, min(65536, limit - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        os.mkdir(path, mode)
+
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
+
+    def unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    # -- mounts --------------------------------------------------------------------------
+    def mount(self, source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+        rc = self._libc.mount(
+            os.fsencode(source),
+            os.fsencode(target),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        )
+        if rc != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"mount {source} on {target}: {os.strerror(e)}")
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        if self._libc.umount2(os.fsencode(target), ctypes.c_int(flags)) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"umount {target}: {os.strerror(e)}")
+
+    # -- processes -----------------------------------------------------------------------
+    def getpid(self) -> int:
+        return os.getpid()
+
+    def geteuid(self) -> int:
+        return os.geteuid()
+
+    def kill(self, pid: int, sig: int) -> None:
+        os.kill(pid, sig)
+
+    def spawn(self, fn: Callable[[], object], name: str) -> LinuxProcess:
+        """Fork; the child runs ``fn`` and exits (0 on return, 1 on an exception)."""
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                fn()
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        return LinuxProcess(pid)
+
+    def run(
+        self, argv: Sequence[str], input: bytes | None = None, timeout: float | None = None
+    ) -> RunResult:
+        r = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
+        return RunResult(
+            r.returncode,
+            r.stdout.decode("utf-8", "replace"),
+            r.stderr.decode("utf-8", "replace"),
+        )
+
+    # -- uevents -------------------------------------------------------------------------
+    def uevent_open(self) -> int:
+        sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_KOBJECT_UEVENT
+        )
+        try:
+            sock.bind((0, _UEVENT_KERNEL_GROUP))
+        except OSError:
+            sock.close()
+            raise
+        fd = sock.fileno()
+        self._sockets[fd] = sock
+        return fd
+
+    def uevent_read(self, fd: int, timeout: float | None) -> Uevent | None:
+        sock = self._sockets.get(fd)
+        if sock is None:
+            raise OSError(errno.EBADF, "not a uevent socket")
+        ready, _, _ = select.select([sock], [], [], timeout)
+        if not ready:
+            return None
+        return parse_uevent(sock.recv(_UEVENT_BUFSIZE))
+
+    # -- time and chance -----------------------------------------------------------------
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def random(self) -> float:
+        return self._rng.random()
+
+
+def parse_uevent(raw: bytes) -> Uevent | None:
+    """Decode ``action@devpath\\0KEY=VALUE\\0...``; None for anything else (udev's messages)."""
+    parts = raw.split(b"\0")
+    head = parts[0].decode("utf-8", "replace")
+    action, at, devpath = head.partition("@")
+    if not at:
+        return None
+    env: dict[str, str] = {}
+    for item in parts[1:]:
+        key, eq, value = item.decode("utf-8", "replace").partition("=")
+        if eq:
+            env[key] = value
+    return Uevent(action=env.get("ACTION", action), devpath=env.get("DEVPATH", devpath), env=env)
+
+
+_DEFAULT: LinuxKernel | None = None
+
+
+def default_kernel() -> LinuxKernel:
+    """The process-wide LinuxKernel the library uses when no ``kernel`` is passed."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = LinuxKernel()
+    return _DEFAULT

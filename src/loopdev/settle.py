@@ -1,0 +1,188 @@
+"""Waiting honestly: bounded jittered backoff, waits until a loop device is detached, and
+naming who holds a device or a mount point when a wait runs out.
+
+Only the port is used (``kernel.monotonic``/``sleep``/``random`` for time and jitter), so the
+model kernel runs these waits on its virtual clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loopdev import sysfs
+from loopdev.errors import Holder
+from loopdev.kernel import Kernel
+from loopdev.mountinfo import mounts_of_device, parse_mountinfo, read_mountinfo
+
+
+@dataclass
+class Backoff:
+    """A bounded retry budget with growing random jitter.
+
+    ``wait()`` sleeps for the next delay and returns True, or returns False (without
+    sleeping) once ``attempts`` or ``timeout`` is used up. Delays grow ``factor`` times per
+    attempt from ``base`` up to ``cap``, each drawn uniformly from [d/2, 3d/2].
+    """
+
+    kernel: Kernel
+    timeout: float | None = None
+    attempts: int | None = None
+    base: float = 0.0005
+    cap: float = 0.05
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.start: float | None = None  # the clock starts at the first wait (hot paths
+        self.tries = 0  # that never retry never read it)
+        self._delay = self.base
+
+    @property
+    def elapsed(self) -> float:
+        if self.start is None:
+            self.start = self.kernel.monotonic()
+        return self.kernel.monotonic() - self.start
+
+    def remaining(self) -> float | None:
+        return None if self.timeout is None else max(0.0, self.timeout - self.elapsed)
+
+    def wait(self) -> bool:
+        if self.attempts is not None and self.tries >= self.attempts:
+            return False
+        left = self.remaining()
+        if left is not None and left <= 0:
+            return False
+        self.tries += 1
+        delay = self._delay * (0.5 + self.kernel.random())
+        self._delay = min(self.cap, self._delay * self.factor)
+        if left is not None:
+            delay = min(delay, left)
+        self.kernel.sleep(delay)
+        return True
+
+    def describe(self) -> str:
+        """The limit, for error messages: '12 retries in 5.00 s (limit 5.0 s)'."""
+        limits = []
+        if self.attempts is not None:
+            limits.append(f"{self.attempts} retries")
+        if self.timeout is not None:
+            limits.append(f"{self.timeout:g} s")
+        return f"{self.tries} retries in {self.elapsed:.2f} s (limit {' / '.join(limits)})"
+
+
+def is_detached(kernel: Kernel, number: int, diskseq: int | None) -> bool:
+    """True once loopN no longer carries the binding identified by ``diskseq``."""
+    if not sysfs.is_bound(kernel, number):
+        return True
+    if diskseq is None:
+        return False
+    current = sysfs.diskseq(kernel, number)
+    return current is not None and current != diskseq
+
+
+def wait_detached(kernel: Kernel, number: int, diskseq: int | None, timeout: float) -> bool:
+    """Wait until loopN's binding ``diskseq`` is gone; False if ``timeout`` passed first."""
+    if is_detached(kernel, number, diskseq):
+        return True
+    backoff = Backoff(kernel, timeout=timeout, base=0.0002, cap=0.02)
+    while backoff.wait():
+        if is_detached(kernel, number, diskseq):
+            return True
+    return is_detached(kernel, number, diskseq)
+
+
+def _pids(kernel: Kernel) -> list[int]:
+    try:
+        return [int(p) for p in kernel.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+
+
+def _comm(kernel: Kernel, pid: int) -> str:
+    try:
+        return kernel.readfile(f"/proc/{pid}/comm").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def device_holders(kernel: Kernel, number: int) -> list[Holder]:
+    """Who holds loopN: mounts of it, sysfs holders (dm, md, stacked loop), processes."""
+    found: list[Holder] = []
+    path = f"/dev/loop{number}"
+    rdev = sysfs.rdev(kernel, number)
+    if rdev is not None:
+        for m in mounts_of_device(kernel, rdev):
+            found.append(Holder("mount", f"{path} is mounted on {m.target} ({m.fstype})"))
+    for name in sysfs.holders(kernel, number):
+        found.append(Holder("holder", f"{path} is held by /dev/{name} (sysfs holders)"))
+    self_pid = kernel.getpid()
+    for pid in _pids(kernel):
+        if pid == self_pid or rdev is None:
+            continue
+        try:
+            fds = kernel.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = kernel.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if st.is_blk and st.rdev == rdev:
+                found.append(
+                    Holder(
+                        "process",
+                        f"pid {pid} ({_comm(kernel, pid)}) has {path} open as fd {fd}",
+                        pid=pid,
+                    )
+                )
+    return found or [
+        Holder("kernel", f"no process or mount holds {path}: a kernel reference is still pending")
+    ]
+
+
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def path_holders(kernel: Kernel, target: str) -> list[Holder]:
+    """Processes using files under the mount point ``target`` (fds, cwd, root, mappings) and
+    mounts stacked below it."""
+    found: list[Holder] = []
+    for m in parse_mountinfo(read_mountinfo(kernel)):
+        if m.target != target and _under(m.target, target):
+            found.append(Holder("mount", f"{m.target} is mounted below {target}"))
+    for pid in _pids(kernel):
+        uses: list[str] = []
+        for what in ("cwd", "root"):
+            try:
+                if _under(kernel.readlink(f"/proc/{pid}/{what}"), target):
+                    uses.append(what)
+            except OSError:
+                pass
+        try:
+            for fd in kernel.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if _under(kernel.readlink(f"/proc/{pid}/fd/{fd}"), target):
+                        uses.append(f"fd {fd}")
+                except OSError:
+                    continue
+        except OSError:
+            continue
+        try:
+            maps = kernel.readfile(f"/proc/{pid}/maps").decode(errors="replace")
+        except OSError:
+            maps = ""
+        for line in maps.splitlines():
+            parts = line.split(None, 5)
+            if len(parts) == 6 and _under(parts[5], target):
+                uses.append("a memory mapping")
+                break
+        if uses:
+            found.append(
+                Holder(
+                    "process",
+                    f"pid {pid} ({_comm(kernel, pid)}) uses {target}: {', '.join(uses)}",
+                    pid=pid,
+                )
+            )
+    return found

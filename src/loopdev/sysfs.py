@@ -1,0 +1,99 @@
+"""Reads of /sys/block/loopN and /sys/dev/block through the port; missing files mean the
+device is not (or no longer) there and read as None/False."""
+
+from __future__ import annotations
+
+from loopdev import abi
+from loopdev.kernel import Kernel
+
+SYS_BLOCK = "/sys/block"
+
+
+def _read(kernel: Kernel, path: str) -> str | None:
+    """A sysfs attribute: one read returns all of it (attributes are at most a page)."""
+    try:
+        fd = kernel.open(path, abi.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return kernel.read(fd, 4096).decode("utf-8", "surrogateescape").rstrip("\n")
+    except OSError:
+        return None
+    finally:
+        kernel.close(fd)
+
+
+def attr(kernel: Kernel, number: int, name: str) -> str | None:
+    """``/sys/block/loopN/<name>``."""
+    return _read(kernel, f"{SYS_BLOCK}/loop{number}/{name}")
+
+
+def is_bound(kernel: Kernel, number: int) -> bool:
+    """``/sys/block/loopN/loop/`` exists only while the device is bound."""
+    try:
+        return kernel.stat(f"{SYS_BLOCK}/loop{number}/loop").is_dir
+    except OSError:
+        return False
+
+
+def diskseq(kernel: Kernel, number: int) -> int | None:
+    raw = attr(kernel, number, "diskseq")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def backing_file(kernel: Kernel, number: int) -> str | None:
+    raw = attr(kernel, number, "loop/backing_file")
+    return raw if raw else None
+
+
+def write_counter(kernel: Kernel, number: int) -> tuple[int, int] | None:
+    """(sectors written, requests in flight) from ``/sys/block/loopN/stat``; the counters
+    accumulate over the device's whole life, so compare two readings. None if unknown."""
+    raw = attr(kernel, number, "stat")
+    fields = raw.split() if raw else []
+    if len(fields) < 9:
+        return None
+    return int(fields[6]), int(fields[8])
+
+
+def rdev(kernel: Kernel, number: int) -> int | None:
+    raw = attr(kernel, number, "dev")
+    if not raw or ":" not in raw:
+        return None
+    maj, mnr = raw.split(":", 1)
+    return abi.makedev(int(maj), int(mnr))
+
+
+def holders(kernel: Kernel, number: int) -> list[str]:
+    try:
+        return sorted(kernel.listdir(f"{SYS_BLOCK}/loop{number}/holders"))
+    except OSError:
+        return []
+
+
+def partitions(kernel: Kernel, number: int) -> list[str]:
+    """Names of loopN's partitions (``loopNp1`` ...)."""
+    try:
+        entries = kernel.listdir(f"{SYS_BLOCK}/loop{number}")
+    except OSError:
+        return []
+    prefix = f"loop{number}p"
+    return sorted(e for e in entries if e.startswith(prefix) and e[len(prefix) :].isdigit())
+
+
+def loop_numbers(kernel: Kernel) -> list[int]:
+    """Numbers of every loop device the kernel has (bound or not)."""
+    try:
+        names = kernel.listdir(SYS_BLOCK)
+    except OSError:
+        return []
+    return sorted(int(n[4:]) for n in names if n.startswith("loop") and n[4:].isdigit())
+
+
+def block_name(kernel: Kernel, dev: int) -> str | None:
+    """Kernel name of the block device ``dev`` (``loop3``), via /sys/dev/block/MAJ:MIN."""
+    try:
+        link = kernel.readlink(f"/sys/dev/block/{abi.major(dev)}:{abi.minor(dev)}")
+    except OSError:
+        return None
+    return link.rstrip("/").rsplit("/", 1)[-1]
