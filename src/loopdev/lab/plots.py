@@ -1,0 +1,197 @@
+"""Small inline-SVG plots for the HTML report: bars, histograms and strip plots.
+
+No JavaScript and no external assets: every plot is one ``<svg>`` element with ``<title>``
+tooltips on its marks.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+_FONT = "font:11px system-ui,sans-serif"
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    exp = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if v <= m * exp:
+            return float(m * exp)
+    return float(10 * exp)
+
+
+def bar_chart(
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    *,
+    percent: bool = True,
+    width: int = 460,
+    notes: Sequence[str] | None = None,
+) -> str:
+    """Vertical bars, one per label; ``None`` draws a grey 'not run' stub."""
+    n = max(1, len(labels))
+    left, bottom, top = 40, 70, 24
+    height = 200
+    plot_w = width - left - 10
+    plot_h = height - top - bottom
+    vmax = 1.0 if percent else _nice_max(max([v for v in values if v is not None] or [0]))
+    bw = plot_w / n
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot bars" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
+        f'<text x="{left}" y="14" font-weight="bold">{_esc(title)}</text>',
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - frac)
+        tick = f"{frac * 100:.0f}%" if percent else f"{frac * vmax:g}"
+        out.append(
+            f'<line x1="{left}" y1="{y}" x2="{width - 10}" y2="{y}" stroke="#ddd"/>'
+            f'<text x="{left - 4}" y="{y + 4}" text-anchor="end" fill="#666">{tick}</text>'
+        )
+    for i, (label, v) in enumerate(zip(labels, values, strict=True)):
+        x = left + i * bw + bw * 0.15
+        w = bw * 0.7
+        note = notes[i] if notes and i < len(notes) else ""
+        if v is None:
+            out.append(
+                f'<rect x="{x}" y="{top + plot_h - 2}" width="{w}" height="2" fill="#bbb">'
+                f"<title>{_esc(label)}: not run {_esc(note)}</title></rect>"
+            )
+        else:
+            h = plot_h * min(1.0, v / vmax) if vmax else 0
+            color = "#c0392b" if v > 0 else "#2e8b57"
+            shown = f"{v * 100:.1f}%" if percent else f"{v:g}"
+            out.append(
+                f'<rect class="bar" x="{x}" y="{top + plot_h - max(h, 1.5)}" width="{w}" '
+                f'height="{max(h, 1.5)}" fill="{color}"><title>{_esc(label)}: {shown} '
+                f"{_esc(note)}</title></rect>"
+            )
+        lx = x + w / 2
+        ly = top + plot_h + 8
+        out.append(
+            f'<text x="{lx}" y="{ly}" transform="rotate(40 {lx} {ly})" fill="#333">'
+            f"{_esc(label)}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def histogram(
+    title: str,
+    samples: Sequence[float],
+    *,
+    unit: str = "ms",
+    scale: float = 1000.0,
+    bins: int = 24,
+    width: int = 460,
+) -> str:
+    """A histogram of ``samples`` (seconds, shown times ``scale`` in ``unit``)."""
+    height, left, bottom, top = 190, 40, 36, 24
+    plot_w, plot_h = width - left - 10, height - top - bottom
+    vals = sorted(v * scale for v in samples)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot hist" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
+        f'<text x="{left}" y="14" font-weight="bold">{_esc(title)}</text>',
+    ]
+    if not vals:
+        out.append(
+            f'<text x="{left}" y="{top + plot_h / 2}" fill="#888">no samples</text></svg>'
+        )
+        return "".join(out)
+    lo, hi = vals[0], vals[-1]
+    if hi <= lo:
+        hi = lo + 1e-9 + abs(lo) * 0.1 + (1.0 if lo == 0 else 0.0)
+    counts = [0] * bins
+    for v in vals:
+        counts[min(bins - 1, int((v - lo) / (hi - lo) * bins))] += 1
+    cmax = max(counts)
+    bw = plot_w / bins
+    for i, c in enumerate(counts):
+        h = plot_h * c / cmax
+        a = lo + (hi - lo) * i / bins
+        b = lo + (hi - lo) * (i + 1) / bins
+        out.append(
+            f'<rect class="bin" x="{left + i * bw}" y="{top + plot_h - h}" width="{bw - 1}" '
+            f'height="{h}" fill="#3b6fb6"><title>{a:.3g} to {b:.3g} {unit}: {c}</title></rect>'
+        )
+    med = vals[len(vals) // 2]
+    out.append(
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" '
+        f'stroke="#333"/><text x="{left}" y="{height - 18}" fill="#333">{lo:.3g} {unit}</text>'
+        f'<text x="{width - 10}" y="{height - 18}" text-anchor="end" fill="#333">'
+        f"{hi:.3g} {unit}</text>"
+        f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle" fill="#555">'
+        f"n={len(vals)}, median {med:.3g} {unit}, max {vals[-1]:.3g} {unit}</text>"
+    )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def strip_plot(
+    title: str,
+    rows: Sequence[tuple[str, Sequence[float]]],
+    *,
+    unit: str = "runs",
+    width: int = 620,
+) -> str:
+    """One row per label, a dot per sample on a log axis, and a tick at the median: used for
+    time-to-first-failure distributions."""
+    left, right, top, row_h = 230, 20, 28, 20
+    height = top + row_h * max(1, len(rows)) + 30
+    plot_w = width - left - right
+    allv = [v for _, vs in rows for v in vs if v > 0]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot strip" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
+        f'<text x="4" y="14" font-weight="bold">{_esc(title)}</text>',
+    ]
+    if not allv:
+        out.append(f'<text x="{left}" y="{top + 12}" fill="#888">no failures</text></svg>')
+        return "".join(out)
+    lmax = math.log10(max(allv) * 1.2 + 1)
+
+    def xpos(v: float) -> float:
+        return left + plot_w * math.log10(v + 1) / lmax if lmax else left
+
+    for i, (label, vs) in enumerate(rows):
+        y = top + i * row_h + row_h / 2
+        out.append(
+            f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{_esc(label)}</text>'
+            f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" stroke="#eee"/>'
+        )
+        for v in vs:
+            out.append(
+                f'<circle class="dot" cx="{xpos(v):.1f}" cy="{y}" r="3" fill="#c0392b" '
+                f'opacity="0.55"><title>{_esc(label)}: {v:g} {unit}</title></circle>'
+            )
+        if vs:
+            med = sorted(vs)[len(vs) // 2]
+            out.append(
+                f'<line x1="{xpos(med):.1f}" y1="{y - 7}" x2="{xpos(med):.1f}" y2="{y + 7}" '
+                f'stroke="#222" stroke-width="2"><title>median {med:g} {unit}</title></line>'
+            )
+    axis_y = top + row_h * len(rows) + 6
+    out.append(
+        f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#333"/>'
+    )
+    v = 1.0
+    while v <= max(allv) * 1.2:
+        out.append(
+            f'<text x="{xpos(v):.1f}" y="{axis_y + 14}" text-anchor="middle" fill="#555">'
+            f"{v:g}</text>"
+        )
+        v *= 10
+    out.append(
+        f'<text x="{width - right}" y="{axis_y + 24}" text-anchor="end" fill="#555">{unit} '
+        f"(log)</text></svg>"
+    )
+    return "".join(out)

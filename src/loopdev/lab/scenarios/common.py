@@ -1,0 +1,207 @@
+"""Helpers scenarios share: where a directory is mounted from, whether a loop device is still
+bound, timed waits, and cleanup that never leaves anything behind (all through the port)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Callable
+
+from loopdev import abi
+from loopdev.lab.scenarios.base import Env, ScenarioFailure, Unsupported
+
+
+def _unescape(raw: str) -> str:
+    return raw.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace(
+        "\\134", "\\"
+    )
+
+
+def mount_source(env: Env, target: str) -> str | None:
+    """The source device of the mount on ``target`` (the last one), from mountinfo."""
+    try:
+        raw = env.kernel.readfile("/proc/self/mountinfo").decode("utf-8", "replace")
+    except OSError:
+        return None
+    want = env.kernel.realpath(target)
+    found = None
+    for line in raw.splitlines():
+        left, _, right = line.partition(" - ")
+        parts, rparts = left.split(), right.split()
+        if len(parts) > 4 and len(rparts) > 1 and _unescape(parts[4]) == want:
+            found = _unescape(rparts[1])
+    return found
+
+
+def is_mounted(env: Env, target: str) -> bool:
+    return mount_source(env, target) is not None
+
+
+def loop_bound(env: Env, device: str) -> bool:
+    """True while ``/dev/loopN`` is bound (its sysfs ``loop/`` directory exists)."""
+    name = device.rsplit("/", 1)[-1]
+    try:
+        env.kernel.stat(f"/sys/block/{name}/loop/backing_file")
+        return True
+    except OSError:
+        return False
+
+
+def wait_unbound(env: Env, device: str, timeout: float) -> float | None:
+    """Seconds until ``device`` is unbound, or None if it is still bound after ``timeout``."""
+    k = env.kernel
+    t0 = k.monotonic()
+    delay = 0.0002
+    while loop_bound(env, device):
+        if k.monotonic() - t0 >= timeout:
+            return None
+        k.sleep(delay)
+        delay = min(delay * 1.5, 0.005)
+    return k.monotonic() - t0
+
+
+def timed_umount(env: Env, target: str, step: str) -> None:
+    """Unmount through the userspace; on the real kernel record the umount latency and the
+    delay until the loop device behind it is really detached."""
+    src = mount_source(env, target) if env.measure_latency else None
+    k = env.kernel
+    t0 = k.monotonic()
+    env.userspace.umount(target, step=step)
+    t1 = k.monotonic()
+    if env.measure_latency:
+        env.measure("umount_latency", t1 - t0)
+        if src and src.startswith("/dev/loop"):
+            delay = wait_unbound(env, src, 2.0)
+            if delay is not None:
+                env.measure("detach_delay", delay)
+
+
+def ensure_dir(env: Env, path: str) -> None:
+    try:
+        env.kernel.mkdir(path)
+    except OSError as e:
+        if e.errno == errno.EEXIST:
+            return
+        if e.errno in (errno.ENOSYS, errno.EOPNOTSUPP):
+            raise Unsupported(f"mkdir {path}: not modelled") from e
+        raise
+
+
+def force_umount(env: Env, target: str, timeout: float = 3.0) -> None:
+    """Unmount whatever is on ``target`` (retrying while busy, lazily as a last resort)."""
+    k = env.kernel
+    t0 = k.monotonic()
+    while is_mounted(env, target):
+        try:
+            k.umount2(target, 0)
+            continue
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOENT):
+                return
+            if k.monotonic() - t0 > timeout:
+                with contextlib.suppress(OSError):
+                    k.umount2(target, abi.MNT_DETACH)
+                return
+        k.sleep(0.01)
+
+
+def detach_backed_by(env: Env, image: str) -> None:
+    """Detach every loop device whose backing file is ``image`` (ours, by path under the
+    lab's private work directory), verified by LOOP_GET_STATUS64 on an open fd."""
+    k = env.kernel
+    try:
+        names = [n for n in k.listdir("/sys/block") if n.startswith("loop")]
+    except OSError:
+        return
+    want = k.realpath(image) if image.startswith("/") else image
+    for name in names:
+        try:
+            backing = k.readfile(f"/sys/block/{name}/loop/backing_file").decode().strip()
+        except OSError:
+            continue
+        if backing.removesuffix(" (deleted)") != want:
+            continue
+        try:
+            fd = k.open(f"/dev/{name}", abi.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            buf = abi.LoopInfo64.buffer()
+            k.ioctl(fd, abi.LOOP_GET_STATUS64, buf)
+            info = abi.LoopInfo64.unpack(buf)
+            st = k.stat(want)
+            if (info.lo_device, info.lo_inode) == (st.dev, st.ino):
+                k.ioctl(fd, abi.LOOP_CLR_FD)
+        except OSError:
+            pass
+        finally:
+            k.close(fd)
+        wait_unbound(env, f"/dev/{name}", 2.0)
+
+
+def remove(env: Env, *paths: str) -> None:
+    """Best-effort removal of files and (empty) directories we created."""
+    for p in paths:
+        for fn in (env.kernel.unlink, env.kernel.rmdir):
+            try:
+                fn(p)
+                break
+            except OSError:
+                continue
+
+
+def run_children(
+    env: Env, children: dict[str, Callable[[], None]], timeout: float = 20.0
+) -> list[ScenarioFailure]:
+    """Run each function in its own process/task; collect the user-visible failures they
+    report (through a small result file, since a process only returns an exit status)."""
+    k = env.kernel
+    procs = []
+    for name, fn in children.items():
+        result = env.path(f".{name}.result")
+        remove(env, result)
+        procs.append((name, result, k.spawn(_reporting(env, fn, result), name)))
+    failures: list[ScenarioFailure] = []
+    for name, result, proc in procs:
+        status = proc.wait(timeout)
+        if status is None:
+            proc.kill(9)
+            proc.wait(5.0)
+            failures.append(ScenarioFailure(name, "hang", f"{name} did not finish in {timeout}s"))
+            continue
+        try:
+            raw = k.readfile(result).decode("utf-8", "replace")
+        except OSError:
+            raw = ""
+        remove(env, result)
+        if raw.startswith("unsupported\t"):
+            raise Unsupported(raw.split("\t", 1)[1])
+        if raw:
+            step, kind, message = [*raw.split("\t", 2), "", ""][:3]
+            failures.append(ScenarioFailure(step, kind, message))
+        elif status != 0:
+            failures.append(ScenarioFailure(name, f"exit {status}", f"{name} exited with {status}"))
+    return failures
+
+
+def _reporting(env: Env, fn: Callable[[], None], result: str) -> Callable[[], None]:
+    def body() -> None:
+        try:
+            fn()
+        except ScenarioFailure as f:
+            _write(env, result, f"{f.step}\t{f.kind}\t{f.message}")
+            raise
+        except Unsupported as u:
+            _write(env, result, f"unsupported\t{u}")
+            raise
+
+    return body
+
+
+def _write(env: Env, path: str, text: str) -> None:
+    k = env.kernel
+    fd = k.open(path, abi.O_WRONLY | abi.O_CREAT | abi.O_TRUNC, 0o600)
+    try:
+        k.write(fd, text.encode())
+    finally:
+        k.close(fd)

@@ -1,0 +1,86 @@
+"""detach-open: blktests loop/010's shape — LOOP_CLR_FD racing with opens and probes.
+
+A prober opens the device and reads its first block (what blkid / a partition scan does); a
+verifier opens it, checks it with LOOP_GET_STATUS64 and then reads. Meanwhile the userspace
+detaches it. A user must never get a device that opened (or verified) fine and then fails
+its reads with EIO, and the device must really be gone after the detach.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from loopdev import abi
+from loopdev.lab.scenarios.base import Env, ScenarioFailure
+from loopdev.lab.scenarios.common import (
+    detach_backed_by,
+    remove,
+    run_children,
+    wait_unbound,
+)
+
+
+def _open_and_read(env: Env, dev: str, verify: bool) -> None:
+    k = env.kernel
+    try:
+        fd = k.open(dev, abi.O_RDONLY)
+    except OSError as e:
+        if e.errno in (errno.ENXIO, errno.ENODEV, errno.ENOENT):
+            return  # refused cleanly: the device is going away
+        raise ScenarioFailure("open", errno.errorcode.get(e.errno or 0, "?"), str(e)) from e
+    try:
+        if verify:
+            try:
+                k.ioctl(fd, abi.LOOP_GET_STATUS64, abi.LoopInfo64.buffer())
+            except OSError:
+                return  # not bound (any more): the verifier does not use it
+        try:
+            data = k.pread(fd, 4096, 0)
+        except OSError as e:
+            what = "after verify" if verify else "after open"
+            name = errno.errorcode.get(e.errno or 0, "?")
+            raise ScenarioFailure(
+                f"read {what}", name, f"{dev}: opened{' and verified' if verify else ''} fine, "
+                f"then read failed: {e.strerror or name}"
+            ) from e
+        if verify and len(data) == 0:
+            raise ScenarioFailure(
+                "read after verify", "EOF", f"{dev}: verified as bound, then read 0 bytes"
+            )
+    finally:
+        k.close(fd)
+
+
+@dataclass
+class DetachOpen:
+    """Detach a loop device while a prober and a verifier open it."""
+
+    udev: bool = False
+    model_only: bool = False
+    name: str = "detach-open"
+    title: str = "LOOP_CLR_FD racing with opens and probes"
+    source: str = "blktests tests/loop/010"
+
+    def prepare(self, env: Env) -> None:
+        env.make_image("ext2", env.path("detach.img"), size_mib=8)
+
+    def trial(self, env: Env) -> None:
+        image = env.path("detach.img")
+        dev = env.userspace.attach(image, step="attach")
+        children = {
+            "prober": lambda: _open_and_read(env, dev, verify=False),
+            "verifier": lambda: _open_and_read(env, dev, verify=True),
+            "detacher": lambda: env.userspace.detach(dev, step="detach"),
+        }
+        for failure in run_children(env, children):
+            raise failure
+        if wait_unbound(env, dev, 2.0) is None:
+            raise ScenarioFailure(
+                "after detach", "still bound", f"{dev} is still attached after detach returned"
+            )
+
+    def cleanup(self, env: Env) -> None:
+        image = env.path("detach.img")
+        detach_backed_by(env, image)
+        remove(env, image)

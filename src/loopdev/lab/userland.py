@@ -1,0 +1,162 @@
+"""The userspace side of scenarios: util-linux programs (real binaries on the real kernel,
+modelled ones in the model — both through ``Kernel.run``) and the loopdev library.
+
+Failures are reported as what a user sees: util-linux's exit status and message, classified
+into an errno-like kind from the message text (the same classification for real and modelled
+programs), or the library's exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from loopdev.errors import LoopdevError
+from loopdev.kernel import Kernel, RunResult
+from loopdev.lab.scenarios.base import CAPABILITY_ERRNOS, ScenarioFailure, Unsupported, errname
+
+#: util-linux / libmount messages → the errno they report (libmount's mnt_context_get_*_excode
+#: and losetup's messages).
+_MESSAGES: tuple[tuple[str, str], ...] = (
+    (r"target is busy", "EBUSY"),
+    (r"can't read superblock", "EIO"),
+    (r"unable to read|I/O error|Input/output error", "EIO"),
+    (r"already mounted or mount point busy|Device or resource busy", "EBUSY"),
+    (r"No such device or address", "ENXIO"),
+    (r"wrong fs type|bad superblock", "EINVAL"),
+    (r"not mounted", "EINVAL"),
+    (r"No such file or directory|does not exist", "ENOENT"),
+    (r"failed to set ?up loop device|cannot find an unused loop device", "ELOOPSETUP"),
+    (r"Permission denied|Operation not permitted|must be superuser", "EPERM"),
+)
+
+
+def classify(result: RunResult) -> str:
+    """The errno-like kind of a failed util-linux run, from its message."""
+    text = f"{result.stderr}\n{result.stdout}"
+    for pattern, kind in _MESSAGES:
+        if re.search(pattern, text, re.IGNORECASE):
+            return kind
+    return f"exit {result.returncode}"
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+class UtilLinux:
+    """util-linux mount(8)/umount(8)/losetup(8), run through the port."""
+
+    def __init__(self, kernel: Kernel, name: str) -> None:
+        self.kernel = kernel
+        self.name = name
+
+    def _run(self, argv: Sequence[str], step: str) -> RunResult:
+        try:
+            r = self.kernel.run(argv, timeout=60.0)
+        except FileNotFoundError as e:
+            raise Unsupported(f"{argv[0]} is not available here") from e
+        except OSError as e:
+            if e.errno in CAPABILITY_ERRNOS | {errno.ENOENT}:
+                raise Unsupported(f"{argv[0]}: {e.strerror} (not modelled)") from e
+            raise ScenarioFailure(step, errname(e), str(e)) from e
+        if r.returncode == 127 or "command not found" in r.stderr:
+            raise Unsupported(f"{argv[0]} is not available here")
+        if r.returncode != 0:
+            raise ScenarioFailure(step, classify(r), _first_line(r.stderr or r.stdout))
+        return r
+
+    def mount_loop(self, image: str, target: str, *, read_only: bool, step: str) -> None:
+        opts = "loop,ro" if read_only else "loop"
+        self._run(["mount", "-o", opts, image, target], step)
+
+    def umount(self, target: str, *, step: str) -> None:
+        self._run(["umount", target], step)
+
+    def attach(self, image: str, *, step: str) -> str:
+        r = self._run(["losetup", "-f", "--show", image], step)
+        dev = _first_line(r.stdout)
+        if not dev.startswith("/dev/"):
+            raise ScenarioFailure(step, "no device", f"losetup printed {dev!r}")
+        return dev
+
+    def detach(self, device: str, *, step: str) -> None:
+        self._run(["losetup", "-d", device], step)
+
+
+def _lib(module: str) -> Any:
+    try:
+        return importlib.import_module(f"loopdev.{module}")
+    except ImportError as e:
+        raise Unsupported(f"loopdev.{module} is not available yet") from e
+
+
+def _fail(step: str, e: BaseException) -> ScenarioFailure:
+    kind = type(e).__name__
+    cause = e.__cause__ or e.__context__
+    if isinstance(e, OSError):
+        kind = errname(e)
+    elif isinstance(cause, OSError) and cause.errno:
+        kind = f"{kind}/{errname(cause)}"
+    msg = str(e).splitlines()[0] if str(e) else kind
+    return ScenarioFailure(step, kind, msg)
+
+
+class LoopdevLibrary:
+    """The loopdev library: mount_image / umount / attach / detach on the given kernel."""
+
+    name = "loopdev"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def mount_loop(self, image: str, target: str, *, read_only: bool, step: str) -> None:
+        mount = _lib("mount")
+        fn = getattr(mount, "mount_image", None)
+        if fn is None:
+            raise Unsupported("loopdev.mount.mount_image is not available yet")
+        try:
+            fn(image, target, read_only=read_only, kernel=self.kernel)
+        except (LoopdevError, OSError) as e:
+            raise _fail(step, e) from e
+
+    def umount(self, target: str, *, step: str) -> None:
+        mount = _lib("mount")
+        fn = getattr(mount, "umount", None)
+        if fn is None:
+            raise Unsupported("loopdev.mount.umount is not available yet")
+        try:
+            fn(target, kernel=self.kernel)
+        except (LoopdevError, OSError) as e:
+            raise _fail(step, e) from e
+
+    def attach(self, image: str, *, step: str) -> str:
+        control = _lib("control")
+        try:
+            dev = control.attach(image, kernel=self.kernel)
+            path = str(dev.path)
+            dev.relinquish()
+            return path
+        except (LoopdevError, OSError) as e:
+            raise _fail(step, e) from e
+
+    def detach(self, device: str, *, step: str) -> None:
+        dmod = _lib("device")
+        try:
+            dmod.detach(device, kernel=self.kernel)
+        except (LoopdevError, OSError) as e:
+            raise _fail(step, e) from e
+
+
+#: userspace ids → display names
+USERSPACES: dict[str, str] = {
+    "util-linux-2.37": "util-linux <2.38",
+    "util-linux-2.38": "util-linux ≥2.38",
+    "loopdev": "loopdev",
+}
