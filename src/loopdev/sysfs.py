@@ -97,3 +97,18 @@ def block_name(kernel: Kernel, dev: int) -> str | None:
     except OSError:
         return None
     return link.rstrip("/").rsplit("/", 1)[-1]
+
+
+def sized_loop_numbers(kernel: Kernel) -> list[int]:
+    """Loop devices with a non-zero capacity (/proc/partitions lists only those): a cheap
+    superset filter for bound devices of non-empty images, in one read."""
+    try:
+        text = kernel.readfile("/proc/partitions").decode()
+    except OSError:
+        return loop_numbers(kernel)
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == str(abi.LOOP_MAJOR) and parts[3][4:].isdigit():
+            out.append(int(parts[3][4:]))
+    return sorted(out)
