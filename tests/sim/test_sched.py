@@ -19,8 +19,8 @@ from loopdev.sim.sched import (
     RunOutcome,
     Scheduler,
     Thread,
+    block,
     choose,
-    current_thread,
     decode_token,
     encode_token,
     explore,
@@ -28,6 +28,7 @@ from loopdev.sim.sched import (
     now,
     point,
     sleep,
+    wake,
 )
 from loopdev.sim.sync import Atomic, Mutex
 
@@ -168,28 +169,24 @@ def test_timers_fire_in_deadline_order() -> None:
 
 def test_block_timeout_returns_false_and_wake_returns_true() -> None:
     results: list[bool] = []
-    waiter = Thread("waiter", lambda: results.append(current_thread().sched.block("x", timeout=2.0)))  # type: ignore[union-attr]
 
-    def waker() -> None:
-        sleep(1.0)
-        waiter.sched.wake(waiter)  # type: ignore[union-attr]
+    def wait() -> None:
+        results.append(block("x", timeout=2.0))
 
-    def prog_timeout(s: Scheduler) -> None:
-        s.spawn(waiter)
+    def prog(s: Scheduler, with_waker: bool) -> None:
+        waiter = s.spawn(Thread("waiter", wait))
 
-    assert run_once(RandomWalk(0), prog_timeout).kind == "ok"
-    assert results == [False]
-    results.clear()
-    waiter2 = Thread("waiter", waiter.fn)
-    waiter = waiter2
+        def waker() -> None:
+            sleep(1.0)
+            wake(waiter)
 
-    def prog_wake(s: Scheduler) -> None:
-        s.spawn(waiter2)
-        s.spawn(Thread("waker", waker))
+        if with_waker:
+            s.spawn(Thread("waker", waker))
 
-    out = run_once(RandomWalk(0), prog_wake)
+    assert run_once(RandomWalk(0), lambda s: prog(s, False)).time == 2.0
+    out = run_once(RandomWalk(0), lambda s: prog(s, True))
     assert out.kind == "ok"
-    assert results == [True]
+    assert results == [False, True]
     assert out.time == 1.0
 
 
@@ -245,7 +242,9 @@ def test_thousands_of_runs_leak_no_greenlets() -> None:
     assert after - before < 10
 
 
-def two_counters(steps: int, threads: int = 2, log: list[str] | None = None) -> Callable[[Scheduler], None]:
+def two_counters(
+    steps: int, threads: int = 2, log: list[str] | None = None
+) -> Callable[[Scheduler], None]:
     """`threads` threads, each `steps` points; segments between points append to `log`."""
 
     def prog(s: Scheduler) -> None:
