@@ -1,0 +1,60 @@
+"""Models of userspace programs (util-linux mount/umount/losetup, mkfs-like image creators),
+written against the :class:`~loopdev.kernel.Kernel` port only.
+
+:func:`util_linux_programs` gives ``name -> Program`` for one util-linux version;
+:func:`register_util_linux` installs them in a model kernel's program registry, so that
+``kernel.run(["mount", "-o", "loop,ro", img, dir])`` runs the modelled mount(8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loopdev.kernel import Kernel, RunResult
+from loopdev.lab import images
+from loopdev.lab.userspace.libmount import UtilLinux
+from loopdev.lab.userspace.losetup import losetup_main
+from loopdev.lab.userspace.mkfs import mkfs_main, mksquashfs_main
+from loopdev.lab.userspace.mount import mount_main, umount_main
+from loopdev.lab.userspace.program import Program
+
+__all__ = ["Program", "UtilLinux", "register_util_linux", "util_linux_programs"]
+
+
+def util_linux_programs(version: str = "2.38") -> dict[str, Program]:
+    """The modelled programs, with util-linux ``version``'s loop logic (see UtilLinux)."""
+    ul = UtilLinux.of(version)
+
+    def bind(fn: Callable[[Kernel, Sequence[str], UtilLinux], RunResult]) -> Program:
+        def prog(kernel: Kernel, argv: Sequence[str]) -> RunResult:
+            return fn(kernel, argv, ul)
+
+        return prog
+
+    progs: dict[str, Program] = {
+        "mount": bind(mount_main),
+        "umount": umount_main,
+        "losetup": bind(losetup_main),
+        "mksquashfs": mksquashfs_main,
+    }
+    for fstype in images.FSTYPES:
+        if fstype != "squashfs":
+            progs[f"mkfs.{fstype}"] = _mkfs(fstype)
+    return progs
+
+
+def _mkfs(fstype: str) -> Program:
+    def prog(kernel: Kernel, argv: Sequence[str]) -> RunResult:
+        return mkfs_main(kernel, argv, fstype)
+
+    return prog
+
+
+def register_util_linux(kernel: Any, version: str = "2.38") -> dict[str, Program]:
+    """Register the programs with ``kernel.register_program(name, factory)`` (SimKernel);
+    the factory receives ``(kernel, argv)`` and returns a RunResult."""
+    progs = util_linux_programs(version)
+    for name, prog in progs.items():
+        kernel.register_program(name, prog)
+    return progs

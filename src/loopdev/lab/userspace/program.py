@@ -1,0 +1,39 @@
+"""What a modelled userspace program is: ``(kernel, argv) -> RunResult``, written against the
+port only, so it runs inside the model (registered with SimKernel) and on the real kernel."""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from collections.abc import Callable, Sequence
+
+from loopdev.kernel import Kernel, RunResult
+
+#: A port program: exit status, stdout and stderr like the real tool's.
+Program = Callable[[Kernel, Sequence[str]], RunResult]
+
+#: util-linux exit codes (include/exitcodes.h / libmount's MNT_EX_*).
+EX_OK = 0
+EX_FAILURE = 1
+MNT_EX_USAGE = 1
+MNT_EX_SYSERR = 2
+MNT_EX_SOFTWARE = 4
+MNT_EX_FAIL = 32
+
+
+def strerror(code: int) -> str:
+    """glibc's ``strerror`` text for an errno (Python's table is glibc's)."""
+    return os.strerror(code)
+
+
+def errno_of(e: OSError) -> int:
+    return e.errno if e.errno is not None else _errno.EIO
+
+
+def ok(stdout: str = "") -> RunResult:
+    return RunResult(EX_OK, stdout, "")
+
+
+def fail(status: int, message: str, stdout: str = "") -> RunResult:
+    """A failed run whose stderr is ``message`` (one line, newline added)."""
+    return RunResult(status, stdout, message + "\n")
