@@ -14,19 +14,14 @@ from collections.abc import Sequence
 from loopdev import abi
 from loopdev.kernel import Kernel, RunResult
 from loopdev.lab import images
-from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, strerror
+from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, strerror, strtosize
 
 DEFAULT_SIZE = 1 << 20
-_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 def parse_size(text: str) -> int:
-    """``4096``, ``64K``, ``1M``, ``2g`` → bytes; raises ValueError."""
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    mult = _UNITS.get(t[-1:], 1)
-    if mult != 1:
-        t = t[:-1]
-    n = int(t) * mult
+    """A positive image size (``4096``, ``64K``, ``1M``); raises ValueError."""
+    n = strtosize(text)
     if n <= 0:
         raise ValueError(f"size must be positive: {text!r}")
     return n

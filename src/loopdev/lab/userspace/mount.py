@@ -27,7 +27,14 @@ from loopdev.lab.userspace.libmount import (
     setup_loopdev,
 )
 from loopdev.lab.userspace.loopcxt import loopdev_delete
-from loopdev.lab.userspace.program import MNT_EX_FAIL, MNT_EX_USAGE, fail, ok, strerror
+from loopdev.lab.userspace.program import (
+    MNT_EX_FAIL,
+    MNT_EX_USAGE,
+    fail,
+    ok,
+    strerror,
+    strtosize,
+)
 from loopdev.mountinfo import mounts
 
 #: Mount options that are mount(2) flags (set, clear).
@@ -70,12 +77,9 @@ class MountArgs:
 
 def _size(name: str, value: str) -> int:
     try:
-        n = int(value, 0)
+        return strtosize(value)
     except ValueError:
         raise UsageError(f"failed to parse mount options: bad {name}= value {value!r}") from None
-    if n < 0:
-        raise UsageError(f"failed to parse mount options: negative {name}=")
-    return n
 
 
 def parse_mount_args(argv: Sequence[str]) -> MountArgs:

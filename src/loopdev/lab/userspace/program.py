@@ -37,3 +37,18 @@ def ok(stdout: str = "") -> RunResult:
 def fail(status: int, message: str, stdout: str = "") -> RunResult:
     """A failed run whose stderr is ``message`` (one line, newline added)."""
     return RunResult(status, stdout, message + "\n")
+
+
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def strtosize(text: str) -> int:
+    """util-linux ``strtosize``: ``4096``, ``64K``, ``1MiB``, ``2g`` -> bytes; ValueError."""
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    mult = _UNITS.get(t[-1:], 1)
+    if mult != 1:
+        t = t[:-1]
+    n = int(t, 0) * mult
+    if n < 0:
+        raise ValueError(f"negative size: {text!r}")
+    return n
