@@ -182,7 +182,7 @@ def test_blkpg_through_the_port_adds_and_removes_a_partition(make_image: ImageMa
         req = abi.BlkpgRequest(abi.BLKPG_ADD_PARTITION, abi.BlkpgPartition(1 << 20, 2 << 20, 1))
         k.ioctl(dev.fileno(), abi.BLKPG, req.pack())
         part = f"/sys/block/loop{dev.number}/loop{dev.number}p1"
-        assert int(open(f"{part}/size").read()) == (2 << 20) // 512
+        assert int(Path(f"{part}/size").read_text()) == (2 << 20) // 512
         req = abi.BlkpgRequest(abi.BLKPG_DEL_PARTITION, abi.BlkpgPartition(0, 0, 1))
         k.ioctl(dev.fileno(), abi.BLKPG, req.pack())
         assert not os.path.exists(part)
