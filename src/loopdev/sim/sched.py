@@ -147,8 +147,7 @@ class RunOutcome:
     kind: str  # "ok" | "deadlock" | "step_limit" | "error"
     strategy: str
     seed: str
-    choices: list[int]
-    fingerprints: list[int]
+    stream: list[int]  # (fingerprint << 32) | choice, one per recorded choice
     steps: int
     time: float
     trace: Trace
@@ -162,6 +161,16 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return self.kind == "ok"
+
+    @property
+    def choices(self) -> list[int]:
+        """The recorded choice list."""
+        return [v & 0xFFFFFFFF for v in self.stream]
+
+    @property
+    def fingerprints(self) -> list[int]:
+        """The runnable-set / data-choice fingerprint of each choice."""
+        return [v >> 32 for v in self.stream]
 
     @functools.cached_property
     def token(self) -> str:
@@ -259,8 +268,8 @@ class Scheduler:
         self.current: Thread | None = None
         self.threads: list[Thread] = []
         self.runnable: list[Thread] = []
-        self.choices: list[int] = []
-        self.fingerprints: list[int] = []
+        self.stream: list[int] = []  # (fingerprint << 32) | choice
+        self._stream_append = self.stream.append
         self.lockdep = Lockdep(self, graph=lockdep_graph, enabled=lockdep)
         self.registry: dict[object, Any] = {}
         self._timers: list[tuple[float, int, int, Thread]] = []
@@ -370,27 +379,21 @@ class Scheduler:
     # -- choices -------------------------------------------------------------------------
 
     def _record(self, i: int, n: int, fp: int) -> None:
-        k = len(self.choices)
+        k = len(self.stream)
         exp = self._expect
         if exp is not None and (k >= len(exp) or exp[k] != fp or i >= n):
             raise NondeterminismError(
                 f"replay diverged at choice #{k} (step {self.steps}): "
                 + ("recording has no more choices" if k >= len(exp) else "different runnable set")
             )
-        self.choices.append(i)
-        self.fingerprints.append(fp)
+        self._stream_append((fp << 32) | i)
 
     def _pick(self, cur: Thread | None) -> Thread:
         runnable = self.runnable
         n = len(runnable)
         i = self._pick_fn(runnable, cur)
-        fp = ((self._rsig >> 16) ^ self._rsig ^ (n << 3)) & 0xFFFF
-        k = len(self.choices)
-        exp = self._expect
-        if exp is not None and (k >= len(exp) or exp[k] != fp or i >= n):
-            self._record(i, n, fp)  # raises
-        self.choices.append(i)
-        self.fingerprints.append(fp)
+        rs = self._rsig
+        self._record(i, n, ((rs >> 16) ^ rs ^ (n << 3)) & 0xFFFF)
         return runnable[i]
 
     def choose(self, n: int, label: str) -> int:
@@ -408,14 +411,26 @@ class Scheduler:
     def yield_point(self, obj: str = "") -> None:
         """A scheduling point without a trace event (primitives emit their own)."""
         cur = self.current
-        if cur is None or self._tearing_down:
+        if cur is None:
             return
-        self.steps += 1
-        if self.steps > self.max_steps:
+        steps = self.steps = self.steps + 1
+        if steps > self.max_steps:
+            if self._tearing_down:
+                self.steps -= 1
+                return
             self._abort("step_limit")
         cur.pending = obj
-        if len(self.runnable) > 1:
-            nxt = self._pick(cur)
+        runnable = self.runnable
+        n = len(runnable)
+        if n > 1:
+            i = self._pick_fn(runnable, cur)
+            rs = self._rsig
+            fp = ((rs >> 16) ^ rs ^ (n << 3)) & 0xFFFF
+            if self._expect is None:
+                self._stream_append((fp << 32) | i)
+            else:
+                self._record(i, n, fp)
+            nxt = runnable[i]
             if nxt is not cur:
                 self.current = nxt
                 g = nxt.glet
@@ -517,10 +532,10 @@ class Scheduler:
             if (
                 self._expect is not None
                 and self._fatal is None
-                and len(self.choices) != len(self._expect)
+                and len(self.stream) != len(self._expect)
             ):
                 self._fatal = NondeterminismError(
-                    f"replay made {len(self.choices)} choices, the recording {len(self._expect)}"
+                    f"replay made {len(self.stream)} choices, the recording {len(self._expect)}"
                 )
         finally:
             self._teardown()
@@ -549,6 +564,7 @@ class Scheduler:
 
     def _teardown(self) -> None:
         self._tearing_down = True
+        self.max_steps = -1  # every yield_point takes its slow path and returns
         for t in self.threads:
             g = t.glet
             if g is not None and not g.dead:
@@ -587,8 +603,7 @@ class Scheduler:
             kind=kind,
             strategy=self.strategy.name,
             seed=self.strategy.seed_text,
-            choices=self.choices,
-            fingerprints=self.fingerprints,
+            stream=self.stream,
             steps=self.steps,
             time=self.clock,
             trace=self.trace,

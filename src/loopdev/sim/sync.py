@@ -127,9 +127,9 @@ class Atomic:
         s = _sched._current
         if s is not None:
             s.yield_point(self.name)
-        v = self.value
-        self._op("atomic_read", v)
-        return v
+            if s.tracing:
+                s.trace.emit("point", "atomic_read", f"{self.name}={self.value}")
+        return self.value
 
     def set(self, value: int) -> None:
         s = _sched._current
@@ -140,14 +140,25 @@ class Atomic:
 
     def add_return(self, delta: int) -> int:
         s = _sched._current
-        if s is not None:
-            s.yield_point(self.name)
+        if s is None:
+            v = self.value = self.value + delta
+            return v
+        s.yield_point(self.name)
         v = self.value = self.value + delta
-        self._op("atomic_add_return", v)
+        if s.tracing:
+            s.trace.emit("point", "atomic_add_return", f"{self.name}={v}")
         return v
 
     def inc_return(self) -> int:
-        return self.add_return(1)
+        s = _sched._current
+        if s is None:
+            v = self.value = self.value + 1
+            return v
+        s.yield_point(self.name)
+        v = self.value = self.value + 1
+        if s.tracing:
+            s.trace.emit("point", "atomic_inc_return", f"{self.name}={v}")
+        return v
 
     def dec_return(self) -> int:
         return self.add_return(-1)

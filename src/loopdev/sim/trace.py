@@ -1,7 +1,8 @@
 """Trace of one model run: deterministic events, a text printout and JSON.
 
 Events carry only deterministic data (step counter, virtual time, thread name, strings), so
-replaying a token gives a byte-identical trace.
+replaying a token gives a byte-identical trace. Recording appends plain tuples (cheap);
+:attr:`Trace.events` turns them into :class:`TraceEvent`\\ s on demand.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ class TraceEvent(NamedTuple):
 class Trace:
     """The events of one run, in execution order; `enabled=False` records nothing."""
 
-    __slots__ = ("_sched", "enabled", "events")
+    __slots__ = ("_events", "_raw", "_sched", "enabled")
 
     def __init__(self, sched: Scheduler | None = None, *, enabled: bool = True) -> None:
         self._sched = sched
         self.enabled = enabled
-        self.events: list[TraceEvent] = []
+        self._raw: list[tuple[int, float, str, str, str, str]] = []
+        self._events: list[TraceEvent] = []
 
     def emit(self, kind: str, name: str, detail: str = "") -> None:
         """Record one event for the current thread (no-op when disabled)."""
@@ -56,23 +58,30 @@ class Trace:
             return
         s = self._sched
         if s is None:
-            self.events.append(TraceEvent(0, 0.0, "-", kind, name, detail))
+            self._raw.append((0, 0.0, "-", kind, name, detail))
             return
         cur = s.current
-        self.events.append(
-            TraceEvent(s.steps, s.clock, cur.name if cur is not None else "-", kind, name, detail)
-        )
+        self._raw.append((s.steps, s.clock, cur.name if cur is not None else "-", kind, name, detail))
 
     def emit_for(self, thread: str, kind: str, name: str, detail: str = "") -> None:
-        """Record one event attributed to a named thread (spawn/exit seen from outside)."""
+        """Record one event attributed to a named thread."""
         if not self.enabled:
             return
         s = self._sched
         step, clock = (s.steps, s.clock) if s is not None else (0, 0.0)
-        self.events.append(TraceEvent(step, clock, thread, kind, name, detail))
+        self._raw.append((step, clock, thread, kind, name, detail))
+
+    @property
+    def events(self) -> list[TraceEvent]:
+        """All events so far (a list that grows with the trace; do not mutate)."""
+        events, raw = self._events, self._raw
+        if len(events) < len(raw):
+            make = TraceEvent._make
+            events.extend(make(r) for r in raw[len(events) :])
+        return events
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self._raw)
 
     def of_kind(self, *kinds: str) -> list[TraceEvent]:
         """The events whose kind is one of `kinds`."""
