@@ -38,12 +38,31 @@ class BoundLoop:
     flags: int
 
 
-def bound_loops() -> list[BoundLoop]:
-    """Every bound loop device, verified by ioctl (devices vanishing meanwhile are skipped)."""
+def _sysfs_backing(name: str) -> str | None:
+    try:
+        with open(f"/sys/block/{name}/loop/backing_file") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def bound_loops(under: list[str] | None = None) -> list[BoundLoop]:
+    """Bound loop devices, verified by ioctl (devices vanishing meanwhile are skipped).
+
+    With ``under``, only devices whose sysfs backing_file lies below one of those
+    directories (and is not deleted) are opened at all: other people's devices are not
+    touched, and a recycled inode number of a deleted file cannot be mistaken for ours.
+    """
     found: list[BoundLoop] = []
     for name in sorted(os.listdir("/sys/block")):
         if not name.startswith("loop") or not os.path.isdir(f"/sys/block/{name}/loop"):
             continue
+        if under is not None:
+            backing = _sysfs_backing(name)
+            if backing is None or backing.endswith(" (deleted)"):
+                continue
+            if not any(_under(backing, b) for b in under):
+                continue
         path = f"/dev/{name}"
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -110,18 +129,29 @@ class Tracker:
     base: Path
     inodes: set[tuple[int, int]] = field(default_factory=set)
     mount_dirs: list[str] = field(default_factory=list)
+    image_dirs: list[str] = field(default_factory=list)
 
     def add_image(self, path: str | os.PathLike[str]) -> None:
         """Detach, at the end, every loop device backed by this file (by st_dev/st_ino)."""
         st = os.stat(path)
         self.inodes.add((st.st_dev, st.st_ino))
+        self.image_dirs.append(os.path.dirname(os.path.realpath(path)))
 
     def add_mount_dir(self, path: str | os.PathLike[str]) -> None:
         """Unmount, at the end, whatever is mounted on or below this directory."""
         self.mount_dirs.append(os.path.realpath(path))
 
+    def bases(self) -> list[str]:
+        return [str(self.base.resolve()), *self.mount_dirs, *self.image_dirs]
+
     def our_loops(self) -> list[BoundLoop]:
-        return [lp for lp in bound_loops() if (lp.backing_dev, lp.backing_ino) in self.inodes]
+        """Devices backed by our images: same st_dev/st_ino AND a backing path below our
+        directories (inode numbers of deleted files are recycled)."""
+        return [
+            lp
+            for lp in bound_loops(self.bases())
+            if (lp.backing_dev, lp.backing_ino) in self.inodes
+        ]
 
     def our_mounts(self) -> list[MountEntry]:
         loops = {lp.rdev for lp in self.our_loops()}
