@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -237,3 +238,24 @@ def test_detached_handle_info_says_so(make_image: ImageMaker) -> None:
     finally:
         os.close(dup)
     assert all(lp.path != dev.path or lp.backing_ino != dev.backing_ino for lp in bound_loops())
+
+
+def test_attach_sends_a_change_uevent_with_the_diskseq(make_image: ImageMaker) -> None:
+    from loopdev.linux import default_kernel
+
+    k = default_kernel()
+    sock = k.uevent_open()
+    try:
+        img = make_image("raw", size_mib=2)
+        with loopdev.attach(str(img)) as dev:
+            deadline = time.monotonic() + 2
+            seen = []
+            while time.monotonic() < deadline:
+                ev = k.uevent_read(sock, 0.2)
+                if ev and ev.devname == f"loop{dev.number}":
+                    seen.append(ev)
+                    if ev.action == "change" and ev.diskseq == dev.diskseq:
+                        break
+            assert any(e.action == "change" and e.diskseq == dev.diskseq for e in seen)
+    finally:
+        k.close(sock)
