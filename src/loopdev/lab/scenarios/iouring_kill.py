@@ -25,7 +25,7 @@ from loopdev.lab.scenarios.common import (
 
 FIO = (
     "fio", "--name=reader", "--ioengine=io_uring", "--rw=randread", "--bs=4k",
-    "--iodepth=64", "--direct=1", "--size=4m", "--time_based", "--runtime=30",
+    "--iodepth=64", "--direct=1", "--size=4m", "--time_based", "--runtime=30", "--thread",
     "--output=/dev/null",
 )  # fmt: skip
 
@@ -54,7 +54,7 @@ class IouringKill:
         env.userspace.mount_loop(image, mnt, read_only=False, step="mount")
         dev = mount_source(env, mnt) or ""
         reader = env.start([*FIO, f"--filename={mnt}/data"], "fio")
-        k.sleep(0.25 if not env.is_model else 0.01)  # let it get I/O in flight
+        k.sleep(0.6 if not env.is_model else 0.01)  # fio needs ~0.3 s to get I/O in flight
         reader.kill(signal.SIGKILL)
         reader.wait(10.0)
         timed_umount(env, mnt, "umount")

@@ -1,0 +1,257 @@
+"""Running one scenario once in the model: a fresh SimKernel of a variant, the chosen userspace,
+optionally the modelled udevd, under a scheduler with a given strategy and seed.
+
+The outcome is what the run showed: the scenario's user-visible failure, a deadlock (no task
+can run), a lockdep cycle, or pass. Nothing here knows which variant "should" fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loopdev.kernel import Kernel, Process
+from loopdev.lab.outcome import PASS, Outcome, RunRecord
+from loopdev.lab.scenarios import by_name
+from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
+from loopdev.lab.userland import LoopdevLibrary, UtilLinux
+from loopdev.sim.explore import PCT, BoundedDFS, RandomWalk, Replay
+from loopdev.sim.sched import NondeterminismError, RunOutcome, Scheduler, Strategy
+
+VARIANTS: tuple[str, ...] = (
+    "v5.16",
+    "v5.17-rc1",
+    "taskwork",
+    "taskwork-openwait",
+    "post-open-release",
+    "v5.17",
+    "v5.19",
+    "v6.11",
+    "post-release-2026",
+)
+MODEL_USERSPACES: tuple[str, ...] = ("util-linux-2.37", "util-linux-2.38", "loopdev")
+STRATEGIES = ("portfolio", "random", "pct", "dfs")
+WORKDIR = "/tmp/lab"
+MAX_STEPS = 60_000
+#: events kept per example trace (the tail, where the failure is)
+MAX_EVENTS = 6000
+
+
+def sim_kernel_class() -> Any:
+    """The model kernel class, or None while it has not landed."""
+    try:
+        return importlib.import_module("loopdev.sim.kernel").SimKernel
+    except (ImportError, AttributeError):
+        return None
+
+
+def available_variants() -> tuple[str, ...]:
+    """The variants the model kernel offers (the default list when it does not say)."""
+    try:
+        mod = importlib.import_module("loopdev.sim.kernel")
+    except ImportError:
+        return VARIANTS
+    names = getattr(mod, "VARIANTS", None)
+    return tuple(names) if names else VARIANTS
+
+
+def make_strategy(name: str, seed: int) -> Strategy:
+    """The strategy for run ``seed`` (portfolio: random walk and PCT alternate)."""
+    if name == "random" or (name == "portfolio" and seed % 2 == 0):
+        return RandomWalk(seed)
+    if name in ("pct", "portfolio"):
+        return PCT(seed, depth=3)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def _model_image_maker(kernel: Kernel) -> Callable[..., str]:
+    def make(
+        kind: str, path: str, *, size_mib: int = 16, files: dict[str, bytes] | None = None
+    ) -> str:
+        del files  # the model's images carry a superblock, not contents
+        if kind == "squashfs":
+            argv = ["mksquashfs", f"{path}.src", path, "-noappend"]
+        else:
+            argv = [f"mkfs.{kind}", "-q", "-F", path, f"{size_mib}M"]
+        try:
+            r = kernel.run(argv)
+        except OSError as e:
+            raise Unsupported(f"{argv[0]}: not modelled ({e.strerror})") from e
+        if r.returncode != 0:
+            raise Unsupported(f"{argv[0]} failed in the model: {r.stderr.strip()}")
+        return path
+
+    return make
+
+
+def _model_starter(kernel: Kernel) -> Callable[[Sequence[str], str], Process]:
+    def start(argv: Sequence[str], name: str) -> Process:
+        has = getattr(kernel, "has_program", None)
+        if has is None or not has(argv[0]):
+            raise Unsupported(f"{argv[0]} is not modelled (io_uring machinery not landed)")
+        return kernel.spawn(lambda: kernel.run(argv), name)
+
+    return start
+
+
+def _userspace(kernel: Any, row: str) -> Userspace:
+    """The row's userspace; the modelled util-linux programs (and mkfs) are registered with
+    the kernel in every case (loopdev rows use them only to build images)."""
+    version = "2.38" if row == "loopdev" else row.removeprefix("util-linux-")
+    importlib.import_module("loopdev.lab.userspace").register_util_linux(kernel, version)
+    return LoopdevLibrary(kernel) if row == "loopdev" else UtilLinux(kernel, row)
+
+
+@dataclass
+class _Box:
+    outcome: Outcome | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def program(scenario: Scenario, row: str, variant: str, box: _Box) -> Callable[[Scheduler], None]:
+    """The model program for one run: builds the kernel and spawns the scenario's task."""
+
+    def setup(sched: Scheduler) -> None:
+        cls = sim_kernel_class()
+        if cls is None:
+            box.outcome = Outcome("unsupported", message="the model kernel has not landed yet")
+            return
+        kernel = cls(variant=variant, sched=sched)
+        us = _userspace(kernel, row)
+        if scenario.udev:
+            importlib.import_module("loopdev.sim.udev").start_udevd(kernel)
+        env = Env(
+            kernel=kernel,
+            userspace=us,
+            workdir=WORKDIR,
+            make_image=_model_image_maker(kernel),
+            start=_model_starter(kernel),
+            is_model=True,
+            udev=scenario.udev,
+        )
+
+        def main() -> None:
+            try:
+                with contextlib.suppress(OSError):
+                    kernel.mkdir(WORKDIR)
+                scenario.prepare(env)
+                scenario.trial(env)
+                box.outcome = PASS
+            except ScenarioFailure as f:
+                box.outcome = Outcome("fail", f.key, f.message)
+            except Unsupported as u:
+                box.outcome = Outcome("unsupported", message=str(u))
+            finally:
+                stop = getattr(kernel, "shutdown", None)
+                if stop is not None:
+                    stop()
+
+        kernel.spawn(main, "lab")
+
+    return setup
+
+
+def classify(out: RunOutcome, box: _Box) -> tuple[Outcome, str]:
+    """The run's outcome (and any lockdep report text) from the scheduler and the scenario."""
+    report = "\n\n".join(r.format() for r in out.lockdep)
+    if box.outcome is not None and box.outcome.kind == "unsupported":
+        return box.outcome, report
+    if out.kind == "deadlock":
+        who = " -> ".join(out.cycle) if out.cycle else ", ".join(w.thread for w in out.waits)
+        return Outcome("deadlock", who[:80], out.describe()), report
+    if out.kind == "step_limit":
+        return Outcome("step-limit", "", f"no progress within {out.steps} steps"), report
+    if out.kind == "error":
+        err = out.error
+        if isinstance(err, Unsupported):
+            return Outcome("unsupported", message=str(err)), report
+        name = type(err).__name__ if err is not None else "error"
+        return Outcome("error", name, out.traceback.strip().splitlines()[-1] if out.traceback else name), report
+    if box.outcome is not None and box.outcome.kind == "fail":
+        return box.outcome, report
+    if out.lockdep:
+        first = out.lockdep[0].format().splitlines()
+        chain = next((ln.strip() for ln in first if "Chain exists" in ln or "->" in ln), "")
+        return Outcome("lockdep", "circular locking dependency", chain or first[0]), report
+    if box.outcome is None:
+        return Outcome("error", "no result", "the scenario task never finished"), report
+    return box.outcome, report
+
+
+def run_once(
+    scenario_name: str,
+    row: str,
+    variant: str,
+    strategy: Strategy,
+    seed: int,
+    *,
+    trace: bool = False,
+    max_steps: int = MAX_STEPS,
+) -> tuple[RunRecord, RunOutcome | None]:
+    """One run of a scenario in the model."""
+    scenario = by_name(scenario_name)
+    box = _Box()
+    sched = Scheduler(strategy, trace=trace, max_steps=max_steps)
+    t0 = time.perf_counter()
+    program(scenario, row, variant, box)(sched)
+    if box.outcome is not None and box.outcome.kind == "unsupported":
+        return RunRecord(seed, box.outcome, "", time.perf_counter() - t0), None
+    out = sched.run()
+    outcome, report = classify(out, box)
+    rec = RunRecord(seed, outcome, out.token, time.perf_counter() - t0, lockdep=report)
+    if trace:
+        rec.events = [_event(e) for e in out.trace.to_json()[-MAX_EVENTS:]]
+    return rec, out
+
+
+def _event(e: dict[str, Any]) -> dict[str, Any]:
+    return {k: e[k] for k in ("step", "time", "thread", "kind", "name", "detail") if k in e}
+
+
+def replay(
+    token: str, scenario_name: str, row: str, variant: str, *, max_steps: int = MAX_STEPS
+) -> tuple[RunRecord, RunOutcome | None]:
+    """Re-run a recorded schedule with tracing on."""
+    return run_once(
+        scenario_name, row, variant, Replay(token), 0, trace=True, max_steps=max_steps
+    )
+
+
+def run_seeds(
+    scenario_name: str,
+    row: str,
+    variant: str,
+    strategy_name: str,
+    seeds: Sequence[int],
+    *,
+    max_steps: int = MAX_STEPS,
+    deadline: float | None = None,
+) -> list[RunRecord]:
+    """Runs for ``seeds`` (in order); the first run of each failure label is replayed with
+    tracing on, so its example carries the interleaving."""
+    out: list[RunRecord] = []
+    traced: set[str] = set()
+    dfs = BoundedDFS(preemption_bound=2) if strategy_name == "dfs" else None
+    for seed in seeds:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        strat: Strategy = dfs if dfs is not None else make_strategy(strategy_name, seed)
+        if dfs is not None and dfs.exhausted():
+            break
+        rec, _ = run_once(scenario_name, row, variant, strat, seed, max_steps=max_steps)
+        label = rec.outcome.label
+        if rec.outcome.kind not in ("pass", "unsupported") and label not in traced and rec.token:
+            traced.add(label)
+            try:
+                again, _ = replay(rec.token, scenario_name, row, variant, max_steps=max_steps)
+                rec.events = again.events
+            except NondeterminismError as e:
+                rec.outcome = Outcome("error", "nondeterminism", str(e))
+        out.append(rec)
+        if rec.outcome.kind == "unsupported":
+            break  # the backend lacks something: more seeds will not change that
+    return out

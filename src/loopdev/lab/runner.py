@@ -1,0 +1,254 @@
+"""The lab's runner: scenario x kernel (model variants, this kernel) x userspace x strategy and
+budget → cells of outcomes, counts, failure rates, time to first failure and replay tokens.
+
+Model exploration runs in a process pool (2 workers by default). Work is split by seeds: every
+model run is a pure function of (scenario, userspace, variant, strategy, seed), chunks of seeds
+go to workers, and the parent folds the records back in seed order — so results do not depend
+on which worker ran what.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loopdev.lab import model
+from loopdev.lab.claims import ClaimVerdict, judge_all
+from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, RunRecord
+from loopdev.lab.scenarios import all_scenarios
+from loopdev.lab.scenarios.base import Scenario
+
+#: runs per model cell in the default budget
+DEFAULT_BUDGET = 60
+CHUNK = 20
+
+
+@dataclass
+class LabConfig:
+    """What one lab run covers."""
+
+    scenarios: list[str] = field(default_factory=lambda: [s.name for s in all_scenarios()])
+    variants: list[str] = field(default_factory=lambda: list(model.available_variants()))
+    userspaces: list[str] = field(default_factory=lambda: list(model.MODEL_USERSPACES))
+    strategy: str = "portfolio"
+    budget: int = DEFAULT_BUDGET
+    seed: int = 0
+    workers: int = 2
+    real: bool = True
+    real_trials: dict[str, int] | None = None
+    real_scale: float = 1.0
+    time_limit: float = 150.0  # seconds for the model part; chunks not started are skipped
+    max_steps: int = model.MAX_STEPS
+
+
+@dataclass
+class LabResult:
+    """Everything the reports show."""
+
+    config: LabConfig
+    rows: list[tuple[str, str]]
+    columns: list[str]
+    cells: dict[CellKey, CellResult]
+    claims: list[ClaimVerdict]
+    gaps: list[str]
+    notes: list[str]
+    seconds: float
+    scenario_titles: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def cell(self, scenario: str, userspace: str, column: str) -> CellResult | None:
+        return self.cells.get(CellKey(scenario, userspace, column))
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    key: CellKey
+    strategy: str
+    seeds: tuple[int, ...]
+    max_steps: int
+    deadline: float
+
+
+def _run_chunk(chunk: _Chunk) -> tuple[CellKey, list[RunRecord], int]:
+    recs = model.run_seeds(
+        chunk.key.scenario,
+        chunk.key.userspace,
+        chunk.key.column,
+        chunk.strategy,
+        chunk.seeds,
+        max_steps=chunk.max_steps,
+        deadline=chunk.deadline,
+    )
+    return chunk.key, recs, len(chunk.seeds)
+
+
+def _chunks(keys: Sequence[CellKey], cfg: LabConfig, deadline: float) -> list[_Chunk]:
+    seeds = list(range(cfg.seed, cfg.seed + cfg.budget))
+    out: list[_Chunk] = []
+    size = len(seeds) if cfg.strategy == "dfs" else CHUNK
+    # round-robin over cells so that a time limit cuts every cell short, not the last ones
+    for start in range(0, len(seeds), size):
+        for key in keys:
+            out.append(
+                _Chunk(key, cfg.strategy, tuple(seeds[start : start + size]), cfg.max_steps, deadline)
+            )
+    return out
+
+
+def run_model(
+    cfg: LabConfig,
+    keys: Sequence[CellKey],
+    *,
+    progress: Callable[[int, str], None] | None = None,
+) -> dict[CellKey, CellResult]:
+    """Run the model cells in a pool; returns cells folded in seed order."""
+    deadline = time.monotonic() + cfg.time_limit
+    chunks = _chunks(keys, cfg, deadline)
+    got: dict[CellKey, list[RunRecord]] = {k: [] for k in keys}
+    skipped: set[CellKey] = set()
+
+    def take(key: CellKey, recs: list[RunRecord], planned: int) -> None:
+        got[key].extend(recs)
+        if recs and recs[-1].outcome.kind == "unsupported":
+            skipped.add(key)
+        if progress is not None:
+            progress(planned, str(key))
+
+    if cfg.workers <= 1:
+        for ch in chunks:
+            if ch.key in skipped:
+                take(ch.key, [], len(ch.seeds))
+                continue
+            take(*_run_chunk(ch))
+    else:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(cfg.workers) as pool:
+            for key, recs, planned in pool.imap_unordered(_run_chunk, chunks, chunksize=1):
+                take(key, recs, planned)
+    cells: dict[CellKey, CellResult] = {}
+    for key in keys:
+        cell = cells[key] = CellResult(key, strategy=cfg.strategy)
+        recs = sorted(got[key], key=lambda r: r.seed)
+        if recs and any(r.outcome.kind == "unsupported" for r in recs):
+            recs = [next(r for r in recs if r.outcome.kind == "unsupported")]
+        for r in recs:
+            cell.add(r)
+    return cells
+
+
+def fidelity_gaps(cells: dict[CellKey, CellResult], reference: str = "v6.11") -> list[str]:
+    """Outcomes seen on this kernel that the reference model variant did not reach."""
+    gaps: list[str] = []
+    for key, real in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        if key.column != THIS_KERNEL or real.checked == 0:
+            continue
+        mkey = CellKey(key.scenario, key.userspace, reference)
+        sim = cells.get(mkey)
+        if sim is None:
+            continue
+        seen = {
+            lab
+            for lab in real.counts
+            if lab != "unsupported" and not lab.startswith("error")
+        }
+        if sim.checked == 0:
+            gaps.append(
+                f"{key.scenario} / {key.userspace}: the {reference} model could not run it "
+                f"({sim.unsupported or 'no verdict'}); this kernel saw {sorted(seen)}"
+            )
+            continue
+        for lab in sorted(seen - set(sim.counts)):
+            gaps.append(
+                f"{key.scenario} / {key.userspace}: '{lab}' seen on this kernel "
+                f"({real.counts[lab]}/{real.checked}) but not reached in the {reference} model "
+                f"({sim.checked} runs)"
+            )
+    return gaps
+
+
+def run_lab(
+    cfg: LabConfig,
+    *,
+    progress_total: Callable[[int], None] | None = None,
+    progress: Callable[[int, str], None] | None = None,
+) -> LabResult:
+    """The whole lab: model matrix, then (as root) the column for this kernel."""
+    from loopdev.lab import realkernel
+
+    t0 = time.monotonic()
+    scenarios: list[Scenario] = [s for s in all_scenarios() if s.name in cfg.scenarios]
+    keys = [
+        CellKey(s.name, us, v) for s in scenarios for us in cfg.userspaces for v in cfg.variants
+    ]
+    notes: list[str] = []
+    real_rows: list[str] = []
+    real_ok = cfg.real and realkernel.unavailable() is None
+    if cfg.real and not real_ok:
+        notes.append(f"this kernel: not run ({realkernel.unavailable()})")
+    trials = dict(cfg.real_trials or realkernel.DEFAULT_TRIALS)
+    trials = {k: max(1, int(v * cfg.real_scale)) for k, v in trials.items()}
+    if real_ok:
+        ul = realkernel.util_linux_row()
+        real_rows = [r for r in (ul, "loopdev") if r is not None and r in cfg.userspaces]
+        if ul is None:
+            notes.append("util-linux not found: this kernel ran the loopdev library only")
+    real_total = sum(
+        trials.get(s.name, 20) * len(real_rows) for s in scenarios if not s.model_only
+    )
+    if progress_total is not None:
+        progress_total(len(keys) * cfg.budget + real_total)
+    cells = run_model(cfg, keys, progress=progress)
+    columns = list(cfg.variants)
+    if real_ok and real_rows:
+        plan = realkernel.RealPlan(scenarios, real_rows, trials)
+
+        def on_trial(key: CellKey, i: int) -> None:
+            if progress is not None:
+                progress(1, f"{key}")
+
+        real_cells, real_notes = realkernel.run_real(plan, on_trial=on_trial)
+        cells.update(real_cells)
+        notes.extend(real_notes)
+        columns.append(THIS_KERNEL)
+    rows = [(s.name, us) for s in scenarios for us in cfg.userspaces]
+    return LabResult(
+        config=cfg,
+        rows=rows,
+        columns=columns,
+        cells=cells,
+        claims=judge_all(cells),
+        gaps=fidelity_gaps(cells),
+        notes=notes,
+        seconds=time.monotonic() - t0,
+        scenario_titles={s.name: (s.title, s.source) for s in scenarios},
+    )
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def to_json(result: LabResult, *, with_events: bool = False) -> dict[str, Any]:
+    """The machine-readable form of a lab run."""
+    cfg = result.config
+    return {
+        "config": {
+            "scenarios": cfg.scenarios,
+            "variants": cfg.variants,
+            "userspaces": cfg.userspaces,
+            "strategy": cfg.strategy,
+            "budget": cfg.budget,
+            "seed": cfg.seed,
+            "workers": cfg.workers,
+        },
+        "seconds": round(result.seconds, 2),
+        "columns": result.columns,
+        "rows": [{"scenario": s, "userspace": u} for s, u in result.rows],
+        "cells": [c.to_json(with_events=with_events) for c in result.cells.values()],
+        "claims": [v.to_json() for v in result.claims],
+        "model_gaps": result.gaps,
+        "notes": result.notes,
+    }
