@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import math
@@ -356,3 +357,72 @@ def test_atomic_counter_is_exact_under_every_strategy() -> None:
         prog(s)
         assert s.run().ok
         assert s.registry["counter"].value == 30
+
+
+def mixed_objects(histories: set[str]) -> Callable[[Scheduler], None]:
+    """Three threads: private steps, and steps on two shared objects whose per-object order
+    of operations is the observable outcome."""
+    plans = {
+        "t0": ["p0", "x", "y"],
+        "t1": ["x", "p1", "x"],
+        "t2": ["p2", "y"],
+    }
+
+    def prog(s: Scheduler) -> None:
+        log: dict[str, list[str]] = {"x": [], "y": []}
+
+        def body(name: str) -> None:
+            for obj in plans[name]:
+                point("op", obj)
+                if obj in log:
+                    log[obj].append(name)
+
+        def record() -> None:
+            histories.add(f"x={','.join(log['x'])} y={','.join(log['y'])}")
+
+        for name in plans:
+            s.spawn(Thread(name, functools.partial(body, name)))
+        s.registry["record"] = record
+
+    return prog
+
+
+def explore_histories(por: bool) -> tuple[set[str], int]:
+    histories: set[str] = set()
+    prog = mixed_objects(histories)
+
+    def check(s: Scheduler, out: RunOutcome) -> None:
+        s.registry["record"]()
+
+    res = explore(prog, BoundedDFS(None, por=por), 1_000_000, stop_on_failure=False, check=check)
+    assert res.exhausted
+    return histories, res.outcomes.get("ok", 0)
+
+
+def test_sleep_set_por_keeps_every_outcome_with_fewer_schedules() -> None:
+    full, full_runs = explore_histories(por=False)
+    reduced, reduced_runs = explore_histories(por=True)
+    assert reduced == full
+    assert len(full) >= 6
+    assert reduced_runs * 5 < full_runs, (reduced_runs, full_runs)
+
+
+def test_por_still_finds_lost_updates() -> None:
+    res = explore(racy_counter_checked, BoundedDFS(None, por=True), 100_000)
+    assert res.failed and isinstance(res.failures[0].error, AssertionError)
+
+
+def racy_counter_checked(s: Scheduler) -> None:
+    box = {"n": 0, "done": 0}
+
+    def body() -> None:
+        v = box["n"]
+        point("write", "n")
+        box["n"] = v + 1
+        point("done", "done")
+        box["done"] += 1
+        if box["done"] == 2:
+            assert box["n"] == 2, "lost update"
+
+    for name in ("a", "b"):
+        s.spawn(Thread(name, body))

@@ -144,7 +144,7 @@ class WaitEdge:
 class RunOutcome:
     """The result of one run: kind, replay token, wait-for graph or error, lockdep reports."""
 
-    kind: str  # "ok" | "deadlock" | "step_limit" | "error"
+    kind: str  # "ok" | "deadlock" | "step_limit" | "error" | "pruned" (by a strategy's POR)
     strategy: str
     seed: str
     stream: list[int]  # (fingerprint << 32) | choice, one per recorded choice
@@ -203,7 +203,8 @@ class Strategy:
         """Called when a run starts."""
 
     def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
-        """Index into `runnable` (sorted by tid) of the thread to run next."""
+        """Index into `runnable` (sorted by tid) of the thread to run next; -1 ends the run
+        as `pruned` (a redundant schedule)."""
         raise NotImplementedError
 
     def choose(self, n: int, label: str) -> int:
@@ -388,10 +389,12 @@ class Scheduler:
             )
         self._stream_append((fp << 32) | i)
 
-    def _pick(self, cur: Thread | None) -> Thread:
+    def _pick(self, cur: Thread | None) -> Thread | None:
         runnable = self.runnable
         n = len(runnable)
         i = self._pick_fn(runnable, cur)
+        if i < 0:
+            return None  # the strategy pruned this run
         rs = self._rsig
         self._record(i, n, ((rs >> 16) ^ rs ^ (n << 3)) & 0xFFFF)
         return runnable[i]
@@ -424,6 +427,8 @@ class Scheduler:
         n = len(runnable)
         if n > 1:
             i = self._pick_fn(runnable, cur)
+            if i < 0:
+                self._abort("pruned")
             rs = self._rsig
             fp = ((rs >> 16) ^ rs ^ (n << 3)) & 0xFFFF
             if self._expect is None:
@@ -469,6 +474,7 @@ class Scheduler:
             raise _Abort
         cur.waiting_on = None
         cur.killable = False
+        cur.pending = ""  # after a wait the thread re-reads anything: dependent with all
         return cur.wake_result
 
     def wake(self, thread: Thread) -> None:
@@ -555,6 +561,9 @@ class Scheduler:
                 self._outcome = "ok" if self._alive == 0 else "deadlock"
                 break
             nxt = self._pick(None) if len(runnable) > 1 else runnable[0]
+            if nxt is None:
+                self._outcome = "pruned"
+                break
             self.current = nxt
             g = nxt.glet
             if g is None:
