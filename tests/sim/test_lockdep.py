@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from loopdev.sim.lockdep import LockGraph
-from loopdev.sim.sched import BoundedDFS, RandomWalk, Scheduler, Thread, explore, kfunc
+from loopdev.sim.sched import BoundedDFS, RandomWalk, Scheduler, Thread, explore, kfunc, sleep
 from loopdev.sim.sync import (
     LockdepMap,
     Mutex,
     PercpuRwsem,
+    SpinLock,
     lock_map_acquire,
     lock_map_acquire_read,
     lock_map_release,
 )
+from loopdev.sim.task import Task, current
 
 
 def sequential_abba(s: Scheduler) -> None:
@@ -262,3 +264,51 @@ def test_graph_can_persist_across_runs() -> None:
     assert run("ba") == 1
     fresh = Scheduler(RandomWalk(0))
     assert fresh.lockdep.graph is not graph
+
+
+def test_sleeping_under_a_spinlock_is_reported() -> None:
+    def prog(s: Scheduler) -> None:
+        lk = SpinLock("lo_lock", "&lo->lo_lock")
+        m = Mutex("m")
+
+        def holder() -> None:
+            m.lock()
+            sleep(1)
+            m.unlock()
+
+        @kfunc
+        def loop_attr_backing_file_show() -> None:
+            sleep(0.5)
+            lk.lock()
+            m.lock()  # sleeps: m is held
+            m.unlock()
+            lk.unlock()
+
+        s.spawn(Thread("holder", holder))
+        s.spawn(Thread("cat", loop_attr_backing_file_show))
+
+    s = Scheduler(RandomWalk(0))
+    prog(s)
+    out = s.run()
+    assert out.ok
+    assert [r.kind for r in out.lockdep] == ["atomic-sleep"]
+    text = out.lockdep[0].format()
+    assert text.startswith("BUG: sleeping function called from invalid context")
+    assert "(&lo->lo_lock){+.+.}-{2:2}" in text
+
+
+def test_lock_held_when_returning_to_user_space_is_reported() -> None:
+    def prog(s: Scheduler) -> None:
+        m = Mutex("m", "&lo->lo_mutex")
+
+        def body() -> None:
+            current().syscall("ioctl", m.lock)
+
+        s.spawn(Task("losetup", body))
+
+    s = Scheduler(RandomWalk(0))
+    prog(s)
+    out = s.run()
+    assert [r.kind for r in out.lockdep] == ["user-return"]
+    assert "WARNING: lock held when returning to user space!" in out.lockdep[0].format()
+    assert "losetup/100 is leaving the kernel with locks still held!" in out.lockdep[0].format()

@@ -102,7 +102,9 @@ class LockGraph:
     def add(self, edge: Edge) -> None:
         self.after.setdefault(edge.prev, {}).setdefault(edge.next, []).append(edge)
 
-    def strong_path(self, src: str, src_recursive: bool, dst: str, dst_shared: bool) -> list[Edge] | None:
+    def strong_path(
+        self, src: str, src_recursive: bool, dst: str, dst_shared: bool
+    ) -> list[Edge] | None:
         """Shortest strong path src -> ... -> dst (entered src recursively if `src_recursive`;
         the path must be closable by an edge leaving dst shared if `dst_shared`)."""
         start = (src, src_recursive)
@@ -135,7 +137,7 @@ class LockGraph:
 class LockdepReport:
     """One lockdep splat: its kind, the classes involved and the kernel-shaped text."""
 
-    kind: str  # "circular" | "recursive"
+    kind: str  # "circular" | "recursive" | "atomic-sleep" | "user-return"
     classes: tuple[str, ...]
     thread: str
     text: str = field(repr=False)
@@ -146,7 +148,10 @@ class LockdepReport:
 
     @property
     def title(self) -> str:
-        return self.text.splitlines()[2] if self.text.count("\n") > 2 else self.kind
+        for line in self.text.splitlines():
+            if line.startswith(("WARNING:", "BUG:")):
+                return line
+        return self.kind
 
     def format(self) -> str:
         """The report as the kernel prints it."""
@@ -202,7 +207,9 @@ class Lockdep:
                 shared, recursive = held.read > 0, read == 2
                 if graph.has_edge(held.cls.name, cls.name, shared, recursive):
                     continue
-                edge = Edge(held.cls.name, cls.name, shared, recursive, held.stack, stack, thread.ident)
+                edge = Edge(
+                    held.cls.name, cls.name, shared, recursive, held.stack, stack, thread.ident
+                )
                 path = graph.strong_path(cls.name, recursive, held.cls.name, shared)
                 graph.add(edge)
                 if path is not None:
@@ -218,6 +225,44 @@ class Lockdep:
             if held[i].lock is lock:
                 del held[i]
                 return
+
+    def check_sleep(self, thread: Thread | None, what: str) -> None:
+        """`might_sleep()`: report sleeping while holding a spinlock."""
+        if not self.enabled or thread is None:
+            return
+        spins = [h for h in thread.held if h.cls.wait_type == WAIT_SPIN]
+        if not spins:
+            return
+        frames = (what, *reversed(thread.kstack))
+        out = [
+            f"BUG: sleeping function called from invalid context at {frames[-1] if len(frames) > 1 else what}",
+            f"in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: {thread.ident.rsplit('/', 1)[-1]}, name: {thread.ident.rsplit('/', 1)[0]}",
+            "preempt_count: 1, expected: 0",
+            *self._held_lines(thread),
+            "Call Trace:",
+            *(f" {frame}" for frame in frames),
+        ]
+        classes = tuple(h.cls.name for h in spins)
+        self._emit(
+            LockdepReport("atomic-sleep", (*classes, what), thread.ident, "\n".join(out) + "\n")
+        )
+
+    def check_user_return(self, thread: Thread | None) -> None:
+        """Report locks still held when a task returns to user space."""
+        if not self.enabled or thread is None or not thread.held:
+            return
+        bar = "=" * 46
+        out = [
+            "",
+            bar,
+            "WARNING: lock held when returning to user space!",
+            self.ident,
+            "-" * 46,
+            f"{thread.ident} is leaving the kernel with locks still held!",
+            *self._held_lines(thread),
+        ]
+        classes = tuple(h.cls.name for h in thread.held)
+        self._emit(LockdepReport("user-return", classes, thread.ident, "\n".join(out) + "\n"))
 
     # -- reports ---------------------------------------------------------------------------
 

@@ -461,6 +461,8 @@ class Scheduler:
         cur = self._need_current()
         if self._tearing_down:
             raise _Abort
+        if cur.held:
+            self.lockdep.check_sleep(cur, f"block on {describe(waiting_on)}")
         self._remove_runnable(cur)
         cur.state = BLOCKED
         cur.waiting_on = waiting_on
@@ -468,7 +470,9 @@ class Scheduler:
         cur.killable = killable
         if timeout is not None:
             self._seq += 1
-            heapq.heappush(self._timers, (self.clock + max(timeout, 0.0), self._seq, cur.epoch, cur))
+            heapq.heappush(
+                self._timers, (self.clock + max(timeout, 0.0), self._seq, cur.epoch, cur)
+            )
         self._main.switch()
         if self._tearing_down:
             raise _Abort

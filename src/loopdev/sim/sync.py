@@ -42,7 +42,9 @@ class Mutex:
         s = _s()
         s.yield_point(self.name)
         cur = s.current
-        s.lockdep.acquire(cur, self, self.lock_class, wait_type=self.wait_type, op=f"{self.kind}_lock")
+        s.lockdep.acquire(
+            cur, self, self.lock_class, wait_type=self.wait_type, op=f"{self.kind}_lock"
+        )
         while self.holder is not None:
             if cur is None:
                 raise _sched.SchedulerError(f"{self.name} is contended outside a thread")
@@ -226,7 +228,8 @@ def _sleep_until(
     return True
 
 
-def wait_event(    wq: WaitQueue,
+def wait_event(
+    wq: WaitQueue,
     cond: Callable[[], bool],
     timeout: float | None = None,
     *,
@@ -241,7 +244,9 @@ def wait_event(    wq: WaitQueue,
     return _sleep_until(s, wq, wq.waiters, cond, timeout, killable, "wait_event")
 
 
-def wait_event_killable(wq: WaitQueue, cond: Callable[[], bool], timeout: float | None = None) -> bool:
+def wait_event_killable(
+    wq: WaitQueue, cond: Callable[[], bool], timeout: float | None = None
+) -> bool:
     """`wait_event_killable`: raises OSError(EINTR) on SIGKILL."""
     return wait_event(wq, cond, timeout, killable=True)
 
@@ -369,7 +374,9 @@ class PercpuRwsem:
         cur = s._need_current()
         if self.writer is not None or self.writer_waiting:
             return False
-        s.lockdep.acquire(cur, self, self.lock_class, read=1, trylock=True, op="percpu_down_read_trylock")
+        s.lockdep.acquire(
+            cur, self, self.lock_class, read=1, trylock=True, op="percpu_down_read_trylock"
+        )
         self.readers.append(cur)
         if s.tracing:
             s.trace.emit("lock", self.name, "read trylock")

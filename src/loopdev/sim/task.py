@@ -187,6 +187,8 @@ def exit_to_user_mode() -> None:
     task = current()
     if task.is_kthread:
         return
+    if task.held and task.sched is not None:
+        task.sched.lockdep.check_user_return(task)
     while True:
         if task.task_works:
             task_work_run()

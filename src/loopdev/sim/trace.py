@@ -38,7 +38,9 @@ class TraceEvent(NamedTuple):
     def render(self) -> str:
         """One line of the text printout."""
         tail = f"  {self.detail}" if self.detail else ""
-        return f"{self.step:>7} {self.time:>10.6f} {self.thread:<20} {self.kind:<8} {self.name}{tail}"
+        return (
+            f"{self.step:>7} {self.time:>10.6f} {self.thread:<20} {self.kind:<8} {self.name}{tail}"
+        )
 
 
 class Trace:
@@ -61,7 +63,9 @@ class Trace:
             self._raw.append((0, 0.0, "-", kind, name, detail))
             return
         cur = s.current
-        self._raw.append((s.steps, s.clock, cur.name if cur is not None else "-", kind, name, detail))
+        self._raw.append(
+            (s.steps, s.clock, cur.name if cur is not None else "-", kind, name, detail)
+        )
 
     def emit_for(self, thread: str, kind: str, name: str, detail: str = "") -> None:
         """Record one event attributed to a named thread."""
