@@ -426,3 +426,22 @@ def racy_counter_checked(s: Scheduler) -> None:
 
     for name in ("a", "b"):
         s.spawn(Thread(name, body))
+
+
+def test_token_replays_byte_identically_in_another_process() -> None:
+    """Tokens are pasted into later sessions: no hash-seed or address dependence."""
+    import os
+    import subprocess
+    import sys
+
+    out = run_once(RandomWalk(11))
+    code = (
+        "import sys; sys.path.insert(0, 'tests/sim');"
+        "from test_sched import racy_counter, run_once; from loopdev.sim.sched import Replay;"
+        f"sys.stdout.write(run_once(Replay({out.token!r})).trace.render_text())"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    text = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    ).stdout
+    assert text == out.trace.render_text()
