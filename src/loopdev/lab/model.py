@@ -19,8 +19,16 @@ from loopdev.lab.outcome import PASS, Outcome, RunRecord
 from loopdev.lab.scenarios import by_name
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
 from loopdev.lab.userland import LoopdevLibrary, UtilLinux
-from loopdev.sim.explore import PCT, BoundedDFS, RandomWalk, Replay
-from loopdev.sim.sched import NondeterminismError, RunOutcome, Scheduler, Strategy
+from loopdev.sim.sched import (
+    PCT,
+    BoundedDFS,
+    NondeterminismError,
+    RandomWalk,
+    Replay,
+    RunOutcome,
+    Scheduler,
+    Strategy,
+)
 
 VARIANTS: tuple[str, ...] = (
     "v5.16",

@@ -141,11 +141,11 @@ def strip_plot(
     rows: Sequence[tuple[str, Sequence[float]]],
     *,
     unit: str = "runs",
-    width: int = 620,
+    width: int = 760,
 ) -> str:
     """One row per label, a dot per sample on a log axis, and a tick at the median: used for
     time-to-first-failure distributions."""
-    left, right, top, row_h = 230, 20, 28, 20
+    left, right, top, row_h = 330, 20, 28, 20
     height = top + row_h * max(1, len(rows)) + 30
     plot_w = width - left - right
     allv = [v for _, vs in rows for v in vs if v > 0]

@@ -79,23 +79,11 @@ def select_events(events: Iterable[Event], max_rows: int = 400) -> tuple[list[di
     evs = [_norm(e) for e in events]
     evs = [e for e in evs if e["kind"] in _ALWAYS | _SECONDARY | _FUNCS]
     for max_depth in (6, 3, 1, 0):
-        kept = [
-            e
-            for e, d in _with_depth(evs)
-            if e["kind"] not in _FUNCS or d < max_depth
-        ]
+        kept = [e for e, d in _with_depth(evs) if e["kind"] not in _FUNCS or d < max_depth]
         if len(kept) <= max_rows:
-            return kept, 0
-    kept = [e for e in evs if e["kind"] not in _FUNCS]
-    if len(kept) > max_rows:
-        kept = [e for e in kept if e["kind"] not in {"lock", "unlock"} or _is_marked(e)]
-    if len(kept) > max_rows:
-        return kept[-max_rows:], len(kept) - max_rows
-    return kept, 0
-
-
-def _is_marked(e: Mapping[str, Any]) -> bool:
-    return e["kind"] in {"fail", "lockdep", "state"}
+            return kept, len(evs) - len(kept)
+    kept = kept[-max_rows:]
+    return kept, len(evs) - len(kept)
 
 
 def _is_error_return(detail: str) -> bool:
@@ -136,7 +124,7 @@ def sequence_svg(
         lanes = ["-"]
     lane_of = {t: i for i, t in enumerate(lanes)}
     top = HEAD_H + (ROW_H if elided else 0) + (18 if title else 0)
-    width = GUTTER + LANE_W * len(lanes) + 10
+    width = GUTTER + LANE_W * len(lanes) + 130
     height = top + ROW_H * (len(evs) + 1) + 8
 
     def lx(lane: int) -> float:
@@ -266,7 +254,7 @@ def sequence_svg(
     )
     elision = (
         f'<text x="{GUTTER}" y="{top - 4}" class="g">… {elided} earlier events not drawn '
-        f"(see the trace JSON)</text>"
+        f"(kernel-function detail and the start of the run: see the trace JSON)</text>"
         if elided
         else ""
     )

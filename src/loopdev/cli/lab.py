@@ -1,0 +1,124 @@
+"""``loopdev lab``: the race lab.
+
+* ``loopdev lab`` — the model matrix (every scenario x userspace x model variant), plus, as root,
+  the column for the running kernel; a table on stdout, a progress bar on stderr (on a terminal),
+  ``--json`` for machines, ``--html FILE`` for the report page.
+* ``loopdev lab claims`` — the same run, shown as RESEARCH §3's claims with verdicts and evidence.
+* ``loopdev lab replay SCENARIO/USERSPACE/VARIANT/TOKEN`` — re-run one recorded schedule, print
+  its trace; ``--svg``/``--perfetto`` write its diagram and trace JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from loopdev.lab import model
+from loopdev.lab.runner import DEFAULT_BUDGET, LabConfig, default_workers, run_lab, to_json
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``lab`` with the main parser's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "lab",
+        help="run the race lab (model variants, and this kernel when root)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("action", nargs="?", choices=("run", "claims", "replay"), default="run")
+    p.add_argument("token", nargs="?", help="for replay: SCENARIO/USERSPACE/VARIANT/TOKEN")
+    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="runs per model cell")
+    p.add_argument("--strategy", choices=model.STRATEGIES, default="portfolio")
+    p.add_argument("--seed", type=int, default=0, help="first seed (runs use seed, seed+1, ...)")
+    p.add_argument("--workers", type=int, default=default_workers())
+    p.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    p.add_argument("--variant", action="append", help="only this model variant (repeatable)")
+    p.add_argument("--userspace", action="append", help="only this userspace (repeatable)")
+    p.add_argument("--no-real", action="store_true", help="skip the column for this kernel")
+    p.add_argument(
+        "--real-scale", type=float, default=1.0, help="scale the real-kernel trial counts"
+    )
+    p.add_argument("--time-limit", type=float, default=150.0, help="seconds for the model part")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--html", metavar="FILE", help="write the HTML report")
+    p.add_argument("--svg", metavar="FILE", help="replay: write the sequence diagram")
+    p.add_argument("--perfetto", metavar="FILE", help="replay: write the Chrome/Perfetto JSON")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="draw a progress bar on stderr (default: when stderr is a terminal)",
+    )  # fmt: skip
+
+
+def _config(args: argparse.Namespace) -> LabConfig:
+    cfg = LabConfig(
+        strategy=args.strategy,
+        budget=args.budget,
+        seed=args.seed,
+        workers=args.workers,
+        real=not args.no_real,
+        real_scale=args.real_scale,
+        time_limit=args.time_limit,
+    )
+    if args.scenario:
+        cfg.scenarios = list(args.scenario)
+    if args.variant:
+        cfg.variants = list(args.variant)
+    if args.userspace:
+        cfg.userspaces = list(args.userspace)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``loopdev lab``."""
+    if args.action == "replay":
+        return _replay(args)
+    from loopdev.lab import html, report
+
+    progress = report.Progress(enabled=args.progress)
+    result = run_lab(_config(args), progress_total=progress.set_total, progress=progress.advance)
+    progress.finish()
+    if args.html:
+        html.write(result, args.html)
+    if args.json:
+        print(json.dumps(to_json(result), indent=1, sort_keys=True))
+    elif args.action == "claims":
+        print(report.claims_text(result))
+        if result.gaps:
+            print("\nmodel gaps:")
+            for g in result.gaps:
+                print(f"  - {g}")
+    else:
+        print(report.summary_text(result))
+        print()
+        print(report.failures_text(result))
+        sys.stdout.flush()
+    if args.html:
+        print(f"report: {args.html}", file=sys.stderr)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from loopdev.lab import trace
+
+    if not args.token or args.token.count("/") < 3:
+        print("loopdev: lab replay needs SCENARIO/USERSPACE/VARIANT/TOKEN", file=sys.stderr)
+        return 2
+    scenario, userspace, variant, token = args.token.split("/", 3)
+    rec, out = model.replay(token, scenario, userspace, variant)
+    if out is not None:
+        sys.stdout.write(out.trace.render_text())
+    print(f"outcome: {rec.outcome.label}")
+    if rec.outcome.message:
+        print(rec.outcome.message)
+    if rec.lockdep:
+        print(rec.lockdep)
+    events = out.trace.to_json() if out is not None else rec.events or []
+    if args.svg:
+        with open(args.svg, "w", encoding="utf-8") as f:
+            f.write(trace.sequence_svg(events, title=f"{scenario} on {variant}"))
+    if args.perfetto:
+        with open(args.perfetto, "w", encoding="utf-8") as f:
+            f.write(trace.chrome_trace_json(events, process=f"{scenario} on {variant}"))
+    return 0

@@ -1,0 +1,152 @@
+"""Open the lab's HTML report in headless Chromium and check, from a screenshot and from the
+DOM Chromium built, that the matrix, the plots and at least one sequence diagram render.
+
+The report comes from a real (small) lab run on the model, so the diagram is a real failing
+interleaving found by exploration.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from loopdev.lab import html
+from loopdev.lab.model import sim_kernel_class
+from loopdev.lab.runner import LabConfig, run_lab
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (LOOPDEV_WITH_CHROMIUM=1 scripts/setup.sh)")
+
+
+def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit RGB/RGBA PNG (what Chromium writes) into rows of pixel bytes."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, ctype = 8, b"", 0, 0, 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, ctype = struct.unpack(">IIBB", body[:10])
+            assert depth == 8
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    bpp = {2: 3, 6: 4}[ctype]
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    i = 0
+    for _ in range(height):
+        f, line = raw[i], bytearray(raw[i + 1 : i + 1 + stride])
+        i += 1 + stride
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if f == 1:
+                line[x] = (line[x] + a) & 0xFF
+            elif f == 2:
+                line[x] = (line[x] + b) & 0xFF
+            elif f == 3:
+                line[x] = (line[x] + (a + b) // 2) & 0xFF
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                line[x] = (line[x] + pred) & 0xFF
+        rows.append(bytes(line if bpp == 3 else bytes(v for j, v in enumerate(line) if j % 4 != 3)))
+        prev = line
+    return width, height, rows
+
+
+def _count_color(rows: list[bytes], rgb: tuple[int, int, int], tol: int = 12) -> int:
+    n = 0
+    for row in rows[::2]:
+        for x in range(0, len(row) - 2, 6):
+            r, g, b = row[x], row[x + 1], row[x + 2]
+            if abs(r - rgb[0]) <= tol and abs(g - rgb[1]) <= tol and abs(b - rgb[2]) <= tol:
+                n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if sim_kernel_class() is None:
+        pytest.skip("the model kernel has not landed")
+    cfg = LabConfig(
+        scenarios=["mount-loop+udev", "nested-umount"],
+        variants=["v5.17-rc1", "v6.11"],
+        userspaces=["util-linux-2.37", "loopdev"],
+        budget=40,
+        real=False,
+        workers=2,
+    )
+    result = run_lab(cfg)
+    path = tmp_path_factory.mktemp("report") / "lab.html"
+    html.write(result, str(path))
+    return path
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[bytes]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def test_report_is_self_contained(report: Path) -> None:
+    text = report.read_text()
+    assert "<script" not in text
+    # no external resources: every src/href is a data: URI or an in-page anchor
+    for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
+        assert ref.startswith(("data:", "#")), ref
+    assert "<link" not in text
+
+
+def test_chromium_renders_matrix_plots_and_a_sequence_diagram(
+    report: Path, tmp_path: Path
+) -> None:
+    dom = _chromium(["--dump-dom", report.as_uri()], tmp_path / "p1")
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    page = dom.stdout.decode()
+    assert 'id="matrix"' in page and page.count("<tr>") > 3
+    assert len(re.findall(r'<svg[^>]*class="plot bars"', page)) >= 1
+    assert re.search(r'<svg[^>]*class="plot strip"', page)
+    assert re.search(r'<svg[^>]*class="seq"', page), "no sequence diagram in the report"
+    assert "Chrome/Perfetto trace JSON" in page
+
+    shot = tmp_path / "shot.png"
+    r = _chromium(
+        ["--hide-scrollbars", "--window-size=1500,2600", f"--screenshot={shot}", report.as_uri()],
+        tmp_path / "p2",
+    )
+    assert r.returncode == 0 and shot.exists(), r.stderr.decode()[-2000:]
+    width, height, rows = _png_pixels(shot.read_bytes())
+    assert (width, height) == (1500, 2600)
+    # matrix cells (green = no failure, red = failures) and red failure bars are painted
+    assert _count_color(rows, (0xE8, 0xF5, 0xE9)) + _count_color(rows, (0xFD, 0xEC, 0xEA)) > 50
+    assert _count_color(rows, (0xC0, 0x39, 0x2B), tol=20) > 20
+    # the page is not blank: plenty of non-white pixels
+    dark = sum(1 for row in rows[::4] for x in range(0, len(row), 12) if row[x] < 128)
+    assert dark > 500
