@@ -151,3 +151,22 @@ def test_system_workqueues_are_per_run() -> None:
     for seed in range(3):
         assert run(prog, seed).ok
     assert seen == [0, 0, 0]
+
+
+def test_idle_kworkers_stay_out_of_the_wait_for_graph() -> None:
+    def prog(s: Scheduler) -> None:
+        m = Mutex("lo_mutex")
+
+        def main() -> None:
+            queue_work(system_wq, Work(lambda: None, "noop"))
+            sleep(1)
+            m.lock()
+            m.lock()  # self-deadlock
+
+        s.spawn(Task("losetup", main))
+
+    out = run(prog)
+    assert out.kind == "deadlock"
+    assert [str(w) for w in out.waits] == [
+        "losetup/100 waits for Mutex(lo_mutex) held by losetup/100"
+    ]

@@ -60,6 +60,7 @@ class Thread:
         "fn",
         "glet",
         "held",
+        "idle",
         "joiners",
         "killable",
         "kstack",
@@ -94,6 +95,7 @@ class Thread:
         self.pending = ""  # the object the thread's next operation touches
         self.joiners: list[Thread] = []
         self.result: object = None
+        self.idle = False  # an idle daemon (a kworker waiting for work): not in wait-for graphs
 
     def run(self) -> object:
         """The thread's body; the default calls `fn`."""
@@ -592,9 +594,9 @@ class Scheduler:
         edges: list[WaitEdge] = []
         nxt: dict[str, str] = {}
         for t in self.threads:
-            if t.state != BLOCKED:
+            if t.state != BLOCKED or t.idle:
                 continue
-            holders = tuple(h.name for h in _holders(t.waiting_on) if h is not t)
+            holders = tuple(h.name for h in _holders(t.waiting_on))
             edges.append(WaitEdge(t.name, describe(t.waiting_on), holders))
             if len(holders) == 1:
                 nxt[t.name] = holders[0]

@@ -82,7 +82,9 @@ class Workqueue:
         me = current()
         while True:
             self.idle += 1
+            me.idle = True
             wait_event(self.more_work, self._has_work)
+            me.idle = False
             self.idle -= 1
             item = self._runnable_work()
             if item is None:
