@@ -228,8 +228,10 @@ def run_real(
     *,
     on_trial: Callable[[CellKey, int], None] | None = None,
     lock_timeout: float = 120.0,
+    take_lock: bool = True,
 ) -> tuple[dict[CellKey, CellResult], list[str]]:
-    """Run the plan on this kernel; returns the cells and notes (udevd, lock)."""
+    """Run the plan on this kernel; returns the cells and notes (udevd, lock).
+    ``take_lock=False`` when the caller already holds the machine lock (test sessions)."""
     cells: dict[CellKey, CellResult] = {}
     notes: list[str] = []
     why = unavailable()
@@ -237,7 +239,7 @@ def run_real(
         return cells, [f"this kernel: not run ({why})"]
     kernel = LinuxKernel()
     try:
-        with machine_lock(lock_timeout):
+        with machine_lock(lock_timeout) if take_lock else contextlib.nullcontext():
             workdir = tempfile.mkdtemp(prefix="loopdev-lab-")
             try:
                 for scenario in plan.scenarios:
