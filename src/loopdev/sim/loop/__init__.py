@@ -1,0 +1,36 @@
+"""The model's loop driver: a v5.16 baseline and one module per upstream design (variant)."""
+
+from __future__ import annotations
+
+from loopdev.sim.loop.base import LoopDevice, LoopDriver
+from loopdev.sim.loop.post_open_release import PostOpenRelease
+from loopdev.sim.loop.post_release_2026 import PostRelease2026
+from loopdev.sim.loop.taskwork import Taskwork
+from loopdev.sim.loop.taskwork_openwait import TaskworkOpenwait
+from loopdev.sim.loop.v5_16 import V5_16
+from loopdev.sim.loop.v5_17 import V5_17
+from loopdev.sim.loop.v5_17_rc1 import V5_17rc1
+from loopdev.sim.loop.v5_19 import V5_19
+from loopdev.sim.loop.v6_11 import V6_11
+
+#: variant name → driver class, in history order
+VARIANTS: dict[str, type[LoopDriver]] = {
+    cls.variant: cls
+    for cls in (
+        V5_16, V5_17rc1, Taskwork, TaskworkOpenwait, PostOpenRelease, V5_17, V5_19, V6_11,
+        PostRelease2026,
+    )
+}  # fmt: skip
+
+
+def driver_class(variant: str) -> type[LoopDriver]:
+    """The driver class of `variant` (ValueError naming the known ones otherwise)."""
+    try:
+        return VARIANTS[variant]
+    except KeyError:
+        raise ValueError(
+            f"unknown loop variant {variant!r}; known: {', '.join(VARIANTS)}"
+        ) from None
+
+
+__all__ = ["VARIANTS", "LoopDevice", "LoopDriver", "driver_class"]
