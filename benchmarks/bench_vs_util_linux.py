@@ -394,11 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10, help="unmeasured rounds first")
     ap.add_argument("--profile", action="store_true", help="cProfile the loopdev cycles too")
     ap.add_argument("--json", metavar="FILE", help="also write the raw samples as JSON")
+    ap.add_argument(
+        "--no-lock", action="store_true", help="the caller already holds the machine lock"
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_vs_util_linux: needs root (loop devices, mount)", file=sys.stderr)
         return 3
-    with machine_lock():
+    with contextlib.nullcontext() if args.no_lock else machine_lock():
         ws = Workspace(Path(tempfile.mkdtemp(prefix="loopdev-bench-")))
         try:
             results = measure(ws, args.rounds, args.warmup)
