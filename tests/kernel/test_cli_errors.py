@@ -304,3 +304,30 @@ def test_not_root(public_image: Path, tracker: Tracker) -> None:
         assert out == ""
         assert err.startswith("loopdev: ") and "root" in err, err
     assert nothing_bound_to(public_image)
+
+
+def _losetup_as_nobody(*argv: str) -> str:
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    r = subprocess.run(["losetup", *argv], capture_output=True, text=True, preexec_fn=drop, cwd="/")
+    return r.stdout
+
+
+def test_listings_without_root_match_losetup(
+    run: Run, public_image: Path, tracker: Tracker
+) -> None:
+    """Not root: loop devices cannot be opened, so both tools show what sysfs tells."""
+    tracker.add_image(public_image)
+    code, out, _ = run("-f", "--show", "-o", "512", str(public_image))
+    dev = out.strip()
+    try:
+        for argv in (["-a"], ["-j", str(public_image)], [dev], ["-l", dev], ["-l", "-J", dev]):
+            code, out, err = _as_nobody(*argv)
+            assert code == 0, (argv, err)
+            assert out == _losetup_as_nobody(*argv), argv
+        assert f"{dev}: []: ({public_image}), offset 512\n" in _as_nobody("-a")[1]
+    finally:
+        assert run("-d", dev)[0] == 0

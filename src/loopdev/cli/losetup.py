@@ -19,6 +19,7 @@ from loopdev.errors import (
     InvalidArgumentError,
     LoopdevError,
     NotAttachedError,
+    NotPermittedError,
 )
 from loopdev.kernel import Kernel
 from loopdev.query import detach_all, list_devices, remove
@@ -42,6 +43,52 @@ def row(k: Kernel, st: LoopStatus) -> listing.Row:
     )
 
 
+def _sysfs_int(k: Kernel, number: int, name: str) -> int:
+    raw = sysfs.attr(k, number, name)
+    return int(raw) if raw and raw.isdigit() else 0
+
+
+def sysfs_status(k: Kernel, number: int) -> LoopStatus | None:
+    """What sysfs alone tells about a bound loopN (for users who may not open the device,
+    as losetup shows them): no backing dev/ino, no loop-ref."""
+    backing = sysfs.backing_file(k, number)
+    if backing is None:
+        return None
+    bits = (
+        ("loop/autoclear", abi.LO_FLAGS_AUTOCLEAR),
+        ("loop/partscan", abi.LO_FLAGS_PARTSCAN),
+        ("loop/dio", abi.LO_FLAGS_DIRECT_IO),
+        ("ro", abi.LO_FLAGS_READ_ONLY),
+    )
+    return LoopStatus(
+        number=number,
+        backing_dev=0,
+        backing_ino=0,
+        offset=_sysfs_int(k, number, "loop/offset"),
+        sizelimit=_sysfs_int(k, number, "loop/sizelimit"),
+        flags=sum(bit for name, bit in bits if sysfs.attr(k, number, name) == "1"),
+        ref="",
+        backing_file=backing,
+        diskseq=sysfs.diskseq(k, number),
+        block_size=_sysfs_int(k, number, "queue/logical_block_size") or None,
+    )
+
+
+def visible_devices(k: Kernel) -> list[LoopStatus]:
+    """Every bound device: verified on an open fd (the library), plus, for callers who
+    cannot open loop devices (not root), what sysfs shows of the others."""
+    found = list_devices(kernel=k)
+    if k.geteuid() == 0:
+        return found
+    seen = {s.number for s in found}
+    for n in sysfs.loop_numbers(k):
+        if n not in seen and sysfs.is_bound(k, n):
+            st = sysfs_status(k, n)
+            if st is not None:
+                found.append(st)
+    return found
+
+
 def _associated(k: Kernel, statuses: Sequence[LoopStatus], plan: Plan) -> list[LoopStatus]:
     """losetup -j FILE [-o OFFSET]: devices backed by FILE (by inode; by name if FILE is
     gone), at OFFSET if one was given."""
@@ -54,7 +101,10 @@ def _associated(k: Kernel, statuses: Sequence[LoopStatus], plan: Plan) -> list[L
     names = {plan.file, k.realpath(plan.file)}
     out = []
     for s in statuses:
-        same = (s.backing_dev, s.backing_ino) == ident if ident else s.backing_file in names
+        if ident is not None and s.backing_ino:
+            same = (s.backing_dev, s.backing_ino) == ident
+        else:  # FILE is gone, or only sysfs could be read: by name, like losetup
+            same = s.backing_file in names
         if same and (not plan.offset_given or s.offset == plan.offset):
             out.append(s)
     return out
@@ -291,7 +341,7 @@ class Losetup:
 
     # -- listings ------------------------------------------------------------------------
     def do_show(self, plan: Plan) -> int:
-        statuses = self._in_losetup_order(list_devices(kernel=self.k))
+        statuses = self._in_losetup_order(visible_devices(self.k))
         if plan.file is not None:
             statuses = _associated(self.k, statuses, plan)
         if plan.loop_ref is not None:
@@ -310,13 +360,31 @@ class Losetup:
         return sorted(statuses, key=lambda s: order.get(f"loop{s.number}", len(order)))
 
     def do_show_one(self, plan: Plan) -> int:
-        handle = _open_handle(self.k, plan.devices[0])
         try:
-            rows = [row(self.k, handle.status)]
-        finally:
-            handle.relinquish()
+            handle = _open_handle(self.k, plan.devices[0])
+        except NotPermittedError:
+            st = self._sysfs_one(plan.devices[0])
+            if st is None:
+                raise
+            rows = [row(self.k, st)]
+        else:
+            try:
+                rows = [row(self.k, handle.status)]
+            finally:
+                handle.relinquish()
         self._print(rows, plan)
         return 0
+
+    def _sysfs_one(self, device: str) -> LoopStatus | None:
+        """sysfs's view of a loop device we may not open (not root)."""
+        try:
+            st = self.k.stat(device)
+        except OSError:
+            return None
+        name = sysfs.block_name(self.k, st.rdev) if st.is_blk else None
+        if not name or not name.startswith("loop") or not name[4:].isdigit():
+            return None
+        return sysfs_status(self.k, int(name[4:]))
 
     def _print(self, rows: list[listing.Row], plan: Plan) -> None:
         if plan.json:
