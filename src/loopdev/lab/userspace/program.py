@@ -21,6 +21,22 @@ MNT_EX_SOFTWARE = 4
 MNT_EX_FAIL = 32
 
 
+#: exec cost of a program, in sched_yield calls (see :func:`exec_cost`).
+EXEC_YIELDS_MIN = 10
+EXEC_YIELDS_RANGE = 40
+
+
+def exec_cost(kernel: Kernel) -> None:
+    """The CPU a freshly exec()ed program spends before its first interesting system call
+    (ld.so, libc and libmount start-up, option parsing: about a millisecond on a real
+    machine, far longer than a runnable kworker waits for a CPU). The model does not charge
+    virtual time for userspace computation, so this is spent as ``sched_yield`` calls
+    (scheduling points), ``EXEC_YIELDS_MIN`` plus a random share of ``EXEC_YIELDS_RANGE``
+    drawn from ``kernel.random()``. On the real kernel it is a few no-op yields."""
+    for _ in range(EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random())):
+        kernel.sleep(0)
+
+
 def strerror(code: int) -> str:
     """glibc's ``strerror`` text for an errno (Python's table is glibc's)."""
     return os.strerror(code)
