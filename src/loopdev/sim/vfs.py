@@ -439,8 +439,14 @@ def close_fd(task: Task, fd: int) -> None:
 
 
 def _exit_files_hook(task: Task, fd: int, file: Any) -> None:
+    """``exit_files`` → ``filp_close`` for VFS files; other objects keep the runtime's default
+    (their own ``fput()``)."""
     if isinstance(file, File):
         filp_close(file)
+        return
+    fput_method = getattr(file, "fput", None)
+    if callable(fput_method):
+        fput_method()
 
 
 # -- flock (fs/locks.c) ------------------------------------------------------------------------
