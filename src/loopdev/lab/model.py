@@ -81,6 +81,7 @@ def _model_image_maker(kernel: Kernel) -> Callable[..., str]:
         kind: str, path: str, *, size_mib: int = 16, files: dict[str, bytes] | None = None
     ) -> str:
         del files  # the model's images carry a superblock, not contents
+        size_mib = min(size_mib, 2)  # sizes do not matter to the model; memory does
         if kind == "squashfs":
             argv = ["mksquashfs", f"{path}.src", path, "-noappend"]
         else:
@@ -96,11 +97,16 @@ def _model_image_maker(kernel: Kernel) -> Callable[..., str]:
     return make
 
 
+def _has_program(kernel: Any, name: str) -> bool:
+    mod = importlib.import_module("loopdev.sim.kernel")
+    table = {**mod.registered_programs(), **getattr(kernel, "programs", {})}
+    return name in table or name.rsplit("/", 1)[-1] in table
+
+
 def _model_starter(kernel: Kernel) -> Callable[[Sequence[str], str], Process]:
     def start(argv: Sequence[str], name: str) -> Process:
-        has = getattr(kernel, "has_program", None)
-        if has is None or not has(argv[0]):
-            raise Unsupported(f"{argv[0]} is not modelled (io_uring machinery not landed)")
+        if not _has_program(kernel, argv[0]):
+            raise Unsupported(f"{argv[0]} is not modelled (its machinery has not landed)")
         return kernel.spawn(lambda: kernel.run(argv), name)
 
     return start
@@ -110,7 +116,10 @@ def _userspace(kernel: Any, row: str) -> Userspace:
     """The row's userspace; the modelled util-linux programs (and mkfs) are registered with
     the kernel in every case (loopdev rows use them only to build images)."""
     version = "2.38" if row == "loopdev" else row.removeprefix("util-linux-")
-    importlib.import_module("loopdev.lab.userspace").register_util_linux(kernel, version)
+    progs = importlib.import_module("loopdev.lab.userspace").util_linux_programs(version)
+    for name, prog in progs.items():
+        # port programs take (kernel, argv); the model's run() also passes stdin
+        kernel.register_program(name, lambda k, argv, _stdin, p=prog: p(k, argv))
     return LoopdevLibrary(kernel) if row == "loopdev" else UtilLinux(kernel, row)
 
 
@@ -128,10 +137,13 @@ def program(scenario: Scenario, row: str, variant: str, box: _Box) -> Callable[[
         if cls is None:
             box.outcome = Outcome("unsupported", message="the model kernel has not landed yet")
             return
-        kernel = cls(variant=variant, sched=sched)
+        kernel = cls.boot(variant, sched)
         us = _userspace(kernel, row)
-        if scenario.udev:
+        udevd = (
             importlib.import_module("loopdev.sim.udev").start_udevd(kernel)
+            if scenario.udev
+            else None
+        )
         env = Env(
             kernel=kernel,
             userspace=us,
@@ -154,9 +166,8 @@ def program(scenario: Scenario, row: str, variant: str, box: _Box) -> Callable[[
             except Unsupported as u:
                 box.outcome = Outcome("unsupported", message=str(u))
             finally:
-                stop = getattr(kernel, "shutdown", None)
-                if stop is not None:
-                    stop()
+                if udevd is not None:
+                    udevd.stop()
 
         kernel.spawn(main, "lab")
 
@@ -182,9 +193,9 @@ def classify(out: RunOutcome, box: _Box) -> tuple[Outcome, str]:
     if box.outcome is not None and box.outcome.kind == "fail":
         return box.outcome, report
     if out.lockdep:
-        first = out.lockdep[0].format().splitlines()
-        chain = next((ln.strip() for ln in first if "Chain exists" in ln or "->" in ln), "")
-        return Outcome("lockdep", "circular locking dependency", chain or first[0]), report
+        rep = out.lockdep[0]
+        classes = ", ".join(dict.fromkeys(rep.classes))
+        return Outcome("lockdep", rep.kind, f"{rep.title} [{classes}]"), report
     if box.outcome is None:
         return Outcome("error", "no result", "the scenario task never finished"), report
     return box.outcome, report
@@ -210,7 +221,14 @@ def run_once(
         return RunRecord(seed, box.outcome, "", time.perf_counter() - t0), None
     out = sched.run()
     outcome, report = classify(out, box)
-    rec = RunRecord(seed, outcome, out.token, time.perf_counter() - t0, lockdep=report)
+    rec = RunRecord(
+        seed,
+        outcome,
+        out.token,
+        time.perf_counter() - t0,
+        lockdep=report,
+        lockdep_kinds=tuple(r.kind for r in out.lockdep),
+    )
     if trace:
         rec.events = [_event(e) for e in out.trace.to_json()[-MAX_EVENTS:]]
     return rec, out

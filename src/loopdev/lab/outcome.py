@@ -76,6 +76,7 @@ class RunRecord:
     measurements: dict[str, float] = field(default_factory=dict)
     events: list[dict[str, Any]] | None = None
     lockdep: str = ""
+    lockdep_kinds: tuple[str, ...] = ()  # every lockdep report kind of the run
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class CellResult:
     measurements: dict[str, list[float]] = field(default_factory=dict)
     unsupported: str = ""  # why the cell could not run
     strategy: str = ""
+    lockdep: dict[str, int] = field(default_factory=dict)  # runs with a report, by kind
 
     @property
     def checked(self) -> int:
@@ -158,6 +160,8 @@ class CellResult:
                 list(rec.events or []),
                 rec.lockdep,
             )
+        for kind in dict.fromkeys(rec.lockdep_kinds):
+            self.lockdep[kind] = self.lockdep.get(kind, 0) + 1
         for name, value in rec.measurements.items():
             self.measurements.setdefault(name, []).append(value)
 
@@ -183,6 +187,7 @@ class CellResult:
             "time_to_first_failure_seconds": self.first_failure_seconds,
             "seconds": round(self.seconds, 4),
             "unsupported": self.unsupported,
+            "lockdep_reports": dict(sorted(self.lockdep.items())),
             "examples": [e.to_json(with_events=with_events) for e in self.examples.values()],
             "measurements": {k: v for k, v in sorted(self.measurements.items())},
         }

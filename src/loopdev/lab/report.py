@@ -62,15 +62,21 @@ def matrix_table(result: LabResult) -> str:
 def failures_text(result: LabResult, limit: int = 40) -> str:
     """One line per distinct failure: cell, outcome, count, message and replay token."""
     out: list[str] = []
-    for key, cell in result.cells.items():
-        for ex in cell.examples.values():
-            if ex.label in ("unsupported",):
-                continue
-            n = cell.counts.get(ex.label, 0)
-            msg = ex.message.splitlines()[0][:110] if ex.message else ""
-            out.append(f"  {key}: {ex.label} x{n} - {msg}")
-            if ex.token:
-                out.append(f"      replay: loopdev lab replay {replay_ref(key.scenario, key.userspace, key.column, ex.token)}")
+    found = [
+        (key, cell, ex)
+        for key, cell in result.cells.items()
+        for ex in cell.examples.values()
+        if ex.label != "unsupported"
+    ]
+    # user-visible failures and deadlocks first, then lockdep reports and lab errors
+    found.sort(key=lambda t: (not t[2].label.startswith(("fail", "deadlock")), str(t[0])))
+    for key, cell, ex in found:
+        n = cell.counts.get(ex.label, 0)
+        msg = ex.message.splitlines()[0][:110] if ex.message else ""
+        out.append(f"  {key}: {ex.label} x{n} - {msg}")
+        if ex.token:
+            ref = replay_ref(key.scenario, key.userspace, key.column, ex.token)
+            out.append(f"      replay: loopdev lab replay {ref}")
     if not out:
         return "no failures"
     shown = out[: 2 * limit]

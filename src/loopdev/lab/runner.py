@@ -23,7 +23,7 @@ from loopdev.lab.scenarios import all_scenarios
 from loopdev.lab.scenarios.base import Scenario
 
 #: runs per model cell in the default budget
-DEFAULT_BUDGET = 60
+DEFAULT_BUDGET = 40
 CHUNK = 20
 
 

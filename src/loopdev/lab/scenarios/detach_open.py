@@ -52,6 +52,12 @@ def _open_and_read(env: Env, dev: str, verify: bool) -> None:
         k.close(fd)
 
 
+def _probe(env: Env, dev: str, times: int = 3) -> None:
+    """Open and read repeatedly, as a prober re-scanning a changing device does."""
+    for _ in range(times):
+        _open_and_read(env, dev, verify=False)
+
+
 @dataclass
 class DetachOpen:
     """Detach a loop device while a prober and a verifier open it."""
@@ -69,7 +75,7 @@ class DetachOpen:
         image = env.path("detach.img")
         dev = env.userspace.attach(image, step="attach")
         children = {
-            "prober": lambda: _open_and_read(env, dev, verify=False),
+            "prober": lambda: _probe(env, dev),
             "verifier": lambda: _open_and_read(env, dev, verify=True),
             "detacher": lambda: env.userspace.detach(dev, step="detach"),
         }
