@@ -462,9 +462,24 @@ class SimKernel:
 
     def sleep(self, seconds: float) -> None:
         if seconds <= 0:
-            self._sys("sched_yield", lambda: None)
+            self._sched_yield()
             return
         self._sys("nanosleep", sleep_killable, seconds)
+
+    def _sched_yield(self) -> None:
+        """``sched_yield(2)``: one scheduling point. Userspace models spend their CPU time as
+        many of these, so the common case (no task_work, no signal pending) skips the full
+        syscall path; it is otherwise the same: entry point, then return to user mode."""
+        task = current()
+        if task.task_works or task.fatal_signal_pending():
+            task.syscall("sched_yield", lambda: None)
+            return
+        s = self.sched
+        s.yield_point("sched_yield")
+        if s.tracing:
+            s.trace.emit("point", "sched_yield")
+        if task.task_works or task.fatal_signal_pending():
+            task.syscall("sched_yield", lambda: None)
 
     def random(self) -> float:
         return self.sched.choose(1 << 16, "random") / float(1 << 16)
