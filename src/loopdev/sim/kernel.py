@@ -137,12 +137,10 @@ class SimKernel:
     # -- files ------------------------------------------------------------------------------
 
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
-        task = current()
-        return int(task.syscall("open", self.machine.vfs.do_sys_open, task, path, flags, mode))
+        return int(self._sys("open", self.machine.vfs.do_sys_open, path, flags, mode))
 
     def close(self, fd: int) -> None:
-        task = current()
-        task.syscall("close", close_fd, task, fd)
+        self._sys("close", close_fd, fd)
 
     def _read(self, fd: int, size: int, offset: int | None) -> bytes:
         f = self._file(fd)

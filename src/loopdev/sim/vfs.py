@@ -57,8 +57,8 @@ class Inode:
     or a kernfs attribute (``read_fn``)."""
 
     __slots__ = (
-        "children", "data", "dyn", "flock_wq", "flocks", "i_sb", "ino", "jump_fn", "link_fn",
-        "mode", "name", "nlink", "parent", "rdev", "read_fn", "target", "write_fn",
+        "children", "data", "dyn", "flock_wq", "flocks", "i_fop", "i_sb", "ino", "jump_fn",
+        "link_fn", "mode", "name", "nlink", "parent", "rdev", "read_fn", "target", "write_fn",
     )  # fmt: skip
 
     def __init__(
@@ -81,6 +81,8 @@ class Inode:
         self.write_fn: Callable[[bytes], None] | None = None
         self.flocks: dict[File, int] | None = None
         self.flock_wq: WaitQueue | None = None
+        #: ``inode->i_fop`` of files with their own file operations (kernfs, anon inodes)
+        self.i_fop: FileOperations | None = None
 
     @property
     def kind(self) -> int:
@@ -431,8 +433,8 @@ def filp_close(file: File) -> None:
 
 
 @kfunc
-def close_fd(task: Task, fd: int) -> None:
-    f = task.files.pop(fd, None)
+def close_fd(fd: int) -> None:
+    f = current().files.pop(fd, None)
     if f is None:
         raise err(errno.EBADF, f"fd {fd}")
     filp_close(f)
@@ -745,9 +747,9 @@ class Vfs:
     # -- open -------------------------------------------------------------------------------
 
     @kfunc
-    def do_sys_open(self, task: Task, path: str, flags: int, mode: int) -> int:
+    def do_sys_open(self, path: str, flags: int, mode: int) -> int:
         file = self.do_filp_open(path, flags, mode)
-        return fd_install(task, file)
+        return fd_install(current(), file)
 
     @kfunc
     def do_filp_open(self, path: str, flags: int, mode: int) -> File:
@@ -792,6 +794,8 @@ class Vfs:
         return file
 
     def file_ops(self, inode: Inode) -> FileOperations:
+        if inode.i_fop is not None:
+            return inode.i_fop
         if inode.is_blk():
             return self.machine.block.def_blk_fops
         if inode.is_chr():
