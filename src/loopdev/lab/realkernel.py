@@ -34,8 +34,8 @@ THIS_KERNEL = "this kernel"
 DEFAULT_TRIALS: dict[str, int] = {
     "mount-loop+udev": 150,
     "mount-loop": 60,
-    "nested-umount": 50,
-    "iouring-kill": 16,
+    "nested-umount": 120,
+    "iouring-kill": 30,
     "detach-open": 40,
     "parallel-attach": 25,
 }

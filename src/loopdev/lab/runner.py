@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -103,8 +104,10 @@ def run_model(
     keys: Sequence[CellKey],
     *,
     progress: Callable[[int, str], None] | None = None,
+    during: Callable[[], None] | None = None,
 ) -> dict[CellKey, CellResult]:
-    """Run the model cells in a pool; returns cells folded in seed order."""
+    """Run the model cells in a pool; returns cells folded in seed order. ``during`` runs in
+    this process while the workers explore (the real-kernel column)."""
     deadline = time.monotonic() + cfg.time_limit
     chunks = _chunks(keys, cfg, deadline)
     got: dict[CellKey, list[RunRecord]] = {k: [] for k in keys}
@@ -118,6 +121,8 @@ def run_model(
             progress(planned, str(key))
 
     if cfg.workers <= 1:
+        if during is not None:
+            during()
         for ch in chunks:
             if ch.key in skipped:
                 take(ch.key, [], len(ch.seeds))
@@ -126,8 +131,25 @@ def run_model(
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(cfg.workers) as pool:
-            for key, recs, planned in pool.imap_unordered(_run_chunk, chunks, chunksize=1):
-                take(key, recs, planned)
+            results = pool.imap_unordered(_run_chunk, chunks, chunksize=1)
+            failure: list[BaseException] = []
+
+            def consume() -> None:
+                try:
+                    for key, recs, planned in results:
+                        take(key, recs, planned)
+                except BaseException as e:  # re-raised in the caller's thread
+                    failure.append(e)
+
+            consumer = threading.Thread(target=consume, name="lab-results", daemon=True)
+            consumer.start()
+            try:
+                if during is not None:
+                    during()
+            finally:
+                consumer.join()
+            if failure:
+                raise failure[0]
     cells: dict[CellKey, CellResult] = {}
     for key in keys:
         cell = cells[key] = CellResult(key, strategy=cfg.strategy)
@@ -200,18 +222,26 @@ def run_lab(
     )
     if progress_total is not None:
         progress_total(len(keys) * cfg.budget + real_total)
-    cells = run_model(cfg, keys, progress=progress)
     columns = list(cfg.variants)
-    if real_ok and real_rows:
+    real_cells: dict[CellKey, CellResult] = {}
+
+    def real_column() -> None:
+        if not (real_ok and real_rows):
+            return
         plan = realkernel.RealPlan(scenarios, real_rows, trials)
 
         def on_trial(key: CellKey, i: int) -> None:
             if progress is not None:
                 progress(1, f"{key}")
 
-        real_cells, real_notes = realkernel.run_real(plan, on_trial=on_trial)
-        cells.update(real_cells)
+        got, real_notes = realkernel.run_real(plan, on_trial=on_trial)
+        real_cells.update(got)
         notes.extend(real_notes)
+
+    # the real column runs here while the workers explore the model
+    cells = run_model(cfg, keys, progress=progress, during=real_column)
+    if real_cells:
+        cells.update(real_cells)
         columns.append(THIS_KERNEL)
     rows = [(s.name, us) for s in scenarios for us in cfg.userspaces]
     return LabResult(

@@ -60,10 +60,11 @@ def wait_unbound(env: Env, device: str, timeout: float) -> float | None:
     return k.monotonic() - t0
 
 
-def timed_umount(env: Env, target: str, step: str) -> None:
-    """Unmount through the userspace; on the real kernel record the umount latency and the
-    delay until the loop device behind it is really detached."""
-    src = mount_source(env, target) if env.measure_latency else None
+def timed_umount(env: Env, target: str, step: str, *, wait_detach: bool = False) -> None:
+    """Unmount through the userspace; on the real kernel record the umount latency and, with
+    ``wait_detach`` (only as a trial's last step: waiting changes what follows), the delay
+    until the loop device behind it is really detached."""
+    src = mount_source(env, target) if env.measure_latency and wait_detach else None
     k = env.kernel
     t0 = k.monotonic()
     env.userspace.umount(target, step=step)

@@ -30,6 +30,29 @@ FIO = (
 )  # fmt: skip
 
 
+def _wait_open(env: Env, pid: int, path: str, timeout: float = 5.0) -> None:
+    """Wait until the reader has ``path`` open (then a little longer, so its ring has I/O in
+    flight); fio takes from 0.1 to over 1 s to get there, depending on load."""
+    k = env.kernel
+    t0 = k.monotonic()
+    while k.monotonic() - t0 < timeout:
+        try:
+            fds = k.listdir(f"/proc/{pid}/fd")
+            if any(_readlink(env, f"/proc/{pid}/fd/{fd}") == path for fd in fds):
+                break
+        except OSError:
+            pass
+        k.sleep(0.01)
+    k.sleep(0.15)
+
+
+def _readlink(env: Env, path: str) -> str:
+    try:
+        return env.kernel.readlink(path)
+    except OSError:
+        return ""
+
+
 @dataclass
 class IouringKill:
     """Kill an io_uring reader, then umount, open exclusively and re-mount."""
@@ -54,7 +77,7 @@ class IouringKill:
         env.userspace.mount_loop(image, mnt, read_only=False, step="mount")
         dev = mount_source(env, mnt) or ""
         reader = env.start([*FIO, f"--filename={mnt}/data"], "fio")
-        k.sleep(0.6 if not env.is_model else 0.01)  # fio needs ~0.3 s to get I/O in flight
+        _wait_open(env, reader.pid, f"{mnt}/data")
         reader.kill(signal.SIGKILL)
         reader.wait(10.0)
         timed_umount(env, mnt, "umount")

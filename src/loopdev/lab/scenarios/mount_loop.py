@@ -49,7 +49,7 @@ class MountLoop:
         image, mnt = self._paths(env)
         for _ in range(self.iterations_model if env.is_model else 1):
             env.userspace.mount_loop(image, mnt, read_only=True, step="mount")
-            timed_umount(env, mnt, "umount")
+            timed_umount(env, mnt, "umount", wait_detach=not env.is_model)
 
     def cleanup(self, env: Env) -> None:
         image, mnt = self._paths(env)
