@@ -79,6 +79,49 @@ def test_spinlock_aliases_and_trylock() -> None:
     assert "lo_lock  spin" in out.trace.render_text()
 
 
+def test_contended_spinlock_spins_it_does_not_sleep() -> None:
+    """Waiting for a spinlock that another CPU holds is no sleep in atomic context; sleeping
+    on a mutex while holding the spinlock is."""
+
+    def prog(s: Scheduler) -> None:
+        lk = SpinLock("lo_work_lock", "&lo->lo_work_lock")
+
+        def body() -> None:
+            for _ in range(3):
+                lk.spin_lock()
+                s.yield_point("lo_work_lock")
+                lk.spin_unlock()
+
+        for i in range(3):
+            s.spawn(Thread(f"t{i}", body))
+
+    res = explore(prog, BoundedDFS(2), 2_000, stop_on_failure=False)
+    assert res.outcomes == {"ok": res.runs} and res.runs > 20
+    assert res.lockdep == []
+
+    def sleeper(s: Scheduler) -> None:
+        lk = SpinLock("lo_lock", "&lo->lo_lock")
+        m = Mutex("lo_mutex")
+
+        def holder() -> None:
+            m.lock()
+            s.sleep(1.0)
+            m.unlock()
+
+        def body() -> None:
+            s.sleep(0.5)
+            lk.spin_lock()
+            m.lock()
+            m.unlock()
+            lk.spin_unlock()
+
+        s.spawn(Thread("holder", holder))
+        s.spawn(Thread("t", body))
+
+    out = run(sleeper)
+    assert out.ok and [r.kind for r in out.lockdep] == ["atomic-sleep"]
+
+
 def test_wait_event_wakes_on_condition_and_times_out_on_the_virtual_clock() -> None:
     results: list[tuple[str, bool, float]] = []
 

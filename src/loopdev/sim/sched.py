@@ -463,7 +463,7 @@ class Scheduler:
         cur = self._need_current()
         if self._tearing_down:
             raise _Abort
-        if cur.held:
+        if cur.held and not getattr(waiting_on, "spins", False):  # spinning is not sleeping
             self.lockdep.check_sleep(cur, f"block on {describe(waiting_on)}")
         self._remove_runnable(cur)
         cur.state = BLOCKED

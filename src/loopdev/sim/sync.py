@@ -99,10 +99,14 @@ class Mutex:
 
 
 class SpinLock(Mutex):
-    """`spinlock_t`: same API (plus `spin_lock`/`spin_unlock`), lockdep wait type {2:2}."""
+    """`spinlock_t`: same API (plus `spin_lock`/`spin_unlock`), lockdep wait type {2:2}.
+
+    A contended spinlock blocks the model thread until the holder unlocks; that stands for
+    spinning, not sleeping, so it is no "sleeping function called from invalid context"."""
 
     kind = "spin"
     wait_type = WAIT_SPIN
+    spins = True  # Scheduler.block: waiting for it is not a sleep
 
     def spin_lock(self) -> None:
         self.lock()
