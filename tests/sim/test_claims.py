@@ -10,136 +10,44 @@ and replaying the token gives the same failure.
 
 from __future__ import annotations
 
-import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import pytest
 
-from loopdev.lab.userspace import register_util_linux
-from loopdev.lab.userspace.mkfs import make_image
-from loopdev.lab.userspace.scripts import (
-    ProbeSeen,
-    clr_fd_vs_opener,
-    last_close_vs_opener,
-    mount_loop,
-    nested_umount,
+from loopdev.lab import hunt as lab_hunt
+from loopdev.lab.hunt import (
+    SEEN,
+    Check,
+    Hunt,
+    boot,
+    loop3,
+    nested,
+    pct,
+    random,
+    replay,
+    shell,
+    user_failure,
 )
+from loopdev.lab.userspace.mkfs import make_image
+from loopdev.lab.userspace.scripts import ProbeSeen, clr_fd_vs_opener, last_close_vs_opener
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import PCT, RandomWalk, Replay, RunOutcome, Scheduler, Strategy, explore
-from loopdev.sim.udev import start_udevd
-
-SEEN = "claims.seen"
-
-
-def _boot(sched: Scheduler, variant: str, ul: str) -> SimKernel:
-    k = SimKernel.boot(variant, sched, nr_loop=4)
-    register_util_linux(k, ul)
-    return k
-
-
-def shell(
-    variant: str, ul: str, udev: bool, script: Callable[[SimKernel], str | None]
-) -> Callable[[Scheduler], None]:
-    """A model program: ``script`` as the shell, with or without udevd running alongside."""
-
-    def program(sched: Scheduler) -> None:
-        k = _boot(sched, variant, ul)
-
-        def sh() -> None:
-            d = start_udevd(k) if udev else None
-            try:
-                sched.registry[SEEN] = script(k)
-            finally:
-                if d is not None:
-                    d.stop()
-
-        k.spawn(sh, "sh")
-
-    return program
-
-
-def user_failure(sched: Scheduler, out: RunOutcome) -> str | None:
-    seen = sched.registry.get(SEEN)
-    return seen if isinstance(seen, str) else None
-
-
-@dataclass
-class Hunt:
-    """An exploration's result as a user would summarise it."""
-
-    runs: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
-    first: int | None = None
-    seconds_to_first: float | None = None
-    token: str = ""
-    model_errors: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        top = "; ".join(f"{n}x {m}" for m, n in self.failures.most_common(3))
-        first = (
-            ""
-            if self.first is None
-            else f", first at run {self.first} ({self.seconds_to_first:.2f}s)"
-        )
-        return f"{sum(self.failures.values())}/{self.runs} runs failed{first}: {top}"
+from loopdev.sim.sched import Replay, RunOutcome, Scheduler, Strategy
 
 
 def hunt(
     program: Callable[[Scheduler], None],
     strategy: Callable[[int], Strategy],
     budget: int,
-    check: Callable[[Scheduler, RunOutcome], str | None] = user_failure,
+    check: Check = user_failure,
     *,
     stop_on_failure: bool = True,
 ) -> Hunt:
     """Explore; a model error (a bug in the model, not a verdict) fails the test at once."""
-    h = Hunt()
-    t0 = time.monotonic()
-
-    def counting(sched: Scheduler, out: RunOutcome) -> str | None:
-        msg = check(sched, out)
-        if msg is not None:
-            h.failures[msg] += 1
-            if h.first is None:
-                h.first, h.seconds_to_first = h.runs, time.monotonic() - t0
-        h.runs += 1
-        return msg
-
-    res = explore(program, strategy, budget, check=counting, stop_on_failure=stop_on_failure)
-    for out in res.failures:
-        if out.kind != "ok":
-            h.model_errors.append(out.describe())
-        elif not h.token:
-            h.token = out.token
+    h = lab_hunt.hunt(program, strategy, budget, check, stop_on_failure=stop_on_failure)
     assert not h.model_errors, h.model_errors[0]
     if h.token:
         print(f"\nfailure: {h.failures.most_common(1)[0][0]}\nreplay token: {h.token}")
     return h
-
-
-def replay(program: Callable[[Scheduler], None], token: str) -> str | None:
-    sched = Scheduler(Replay(token), trace=False)
-    program(sched)
-    out = sched.run()
-    return user_failure(sched, out)
-
-
-def random(seed0: int) -> Callable[[int], Strategy]:
-    return lambda i: RandomWalk(seed0 + i)
-
-
-def pct(seed0: int, depth: int = 3) -> Callable[[int], Strategy]:
-    return lambda i: PCT(seed0 + i, depth=depth)
-
-
-def loop3(k: SimKernel) -> str | None:
-    return mount_loop(k, iterations=3)
-
-
-def nested(k: SimKernel) -> str | None:
-    return nested_umount(k)
 
 
 # -- claim 1 ----------------------------------------------------------------------------------
@@ -211,7 +119,7 @@ def opener(
     variant: str, race: Callable[[SimKernel, str, ProbeSeen], None]
 ) -> Callable[[Scheduler], None]:
     def program(sched: Scheduler) -> None:
-        k = _boot(sched, variant, "2.38")
+        k = boot(sched, variant, "2.38")
         seen = ProbeSeen()
         sched.registry[SEEN] = seen
 
