@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from loopdev.kernel import Kernel
 
+_default: Kernel | None = None
+
 
 def resolve(kernel: Kernel | None) -> Kernel:
+    global _default
     if kernel is not None:
         return kernel
-    from loopdev.linux import default_kernel
+    if _default is None:
+        from loopdev.linux import default_kernel
 
-    return default_kernel()
+        _default = default_kernel()
+    return _default
 
 
 def why(e: OSError) -> str:

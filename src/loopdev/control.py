@@ -14,9 +14,11 @@ import contextlib
 import errno
 import logging
 import re
+import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from loopdev import abi, sysfs
 from loopdev._port import resolve, why
@@ -33,7 +35,13 @@ from loopdev.errors import (
 )
 from loopdev.kernel import Kernel
 from loopdev.settle import Backoff
-from loopdev.status import LoopStatus, get_block_size, get_diskseq, get_status64
+from loopdev.status import (
+    LoopStatus,
+    get_block_size,
+    get_diskseq,
+    get_status_fields,
+    new_status,
+)
 
 log = logging.getLogger("loopdev")
 
@@ -46,6 +54,13 @@ MAX_EAGAIN_RETRIES = 10
 FRESH_NODE_TIMEOUT = 1.0
 PARTITION_TIMEOUT = 5.0
 BLOCK_SIZES = (512, 1024, 2048, 4096)
+
+T = TypeVar("T")
+
+# struct loop_config (abi.LoopConfig) in one pack: fd, block_size, then struct loop_info64
+# (device, inode, rdevice, offset, sizelimit, number, encrypt type, key size, flags, file name,
+# crypt name, key, init[2]) and __reserved[8]. tests/unit checks it against abi.LoopConfig.
+_LOOP_CONFIG = struct.Struct("=II5Q4I64s64s32s2Q64x")
 
 
 class ReadOnlyFallbackWarning(UserWarning):
@@ -60,7 +75,7 @@ class _TryAnother(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(slots=True)
 class _Backing:
     """The opened image."""
 
@@ -96,28 +111,22 @@ def attach(
     ``loop_ref`` is stored in lo_file_name, as util-linux 2.39+ ``losetup --loop-ref`` does.
     """
     k = resolve(kernel)
-    _check_numbers(offset, sizelimit, block_size)
-    backing = _open_image(k, image, read_only)
-    try:
-        _check_range(backing, offset, sizelimit)
-        flags = (
-            (abi.LO_FLAGS_READ_ONLY if backing.read_only else 0)
-            | (abi.LO_FLAGS_AUTOCLEAR if autoclear else 0)
-            | (abi.LO_FLAGS_PARTSCAN if partscan else 0)
-            | (abi.LO_FLAGS_DIRECT_IO if direct_io else 0)
-        )
-        info = abi.LoopInfo64(
-            lo_offset=offset,
-            lo_sizelimit=sizelimit,
-            lo_flags=flags,
-            lo_file_name=loop_ref if loop_ref is not None else backing.path,
-        )
-        if device is None:
-            dev = _attach_free(k, backing, info, block_size or 0)
-        else:
-            dev = _attach_named(k, device, backing, info, block_size or 0)
-    finally:
-        k.close(backing.fd)
+    flags = (
+        (abi.LO_FLAGS_AUTOCLEAR if autoclear else 0)
+        | (abi.LO_FLAGS_PARTSCAN if partscan else 0)
+        | (abi.LO_FLAGS_DIRECT_IO if direct_io else 0)
+    )
+    dev, _ = attach_image(
+        k,
+        image,
+        offset=offset,
+        sizelimit=sizelimit,
+        read_only=read_only,
+        flags=flags,
+        block_size=block_size,
+        loop_ref=loop_ref,
+        device=device,
+    )
     if wait_partitions:
         try:
             _wait_partitions(k, dev)
@@ -125,6 +134,79 @@ def attach(
             dev.detach(wait=True)
             raise
     return dev
+
+
+def attach_image(
+    k: Kernel,
+    image: str,
+    *,
+    offset: int = 0,
+    sizelimit: int = 0,
+    read_only: bool = False,
+    flags: int = 0,
+    block_size: int | None = None,
+    loop_ref: str | None = None,
+    device: str | int | None = None,
+    write_baseline: bool = True,
+    inspect: Callable[[Kernel, int, int, int], T] | None = None,
+) -> tuple[LoopDevice, T | None]:
+    """:func:`attach` for the library's own callers. ``flags``: LO_FLAGS_* besides READ_ONLY.
+
+    ``inspect(k, fd, offset, size)`` is run on the opened image before it is attached, with
+    the byte range the device will show (mount_image reads the superblock there: a page-cache
+    read of the file instead of an I/O round trip through the fresh device). Without
+    ``write_baseline`` the handle's detach always fsyncs (read-write devices).
+    """
+    if offset or sizelimit or block_size:
+        _check_numbers(offset, sizelimit, block_size)
+    backing = _open_image(k, image, read_only)
+    try:
+        size = _check_range(backing, offset, sizelimit)
+        seen = inspect(k, backing.fd, offset, size) if inspect is not None else None
+        if backing.read_only:
+            flags |= abi.LO_FLAGS_READ_ONLY
+        config = _LOOP_CONFIG.pack(
+            backing.fd,
+            block_size or 0,
+            0,
+            0,
+            0,
+            offset,
+            sizelimit,
+            0,
+            0,
+            0,
+            flags,
+            _file_name(loop_ref if loop_ref is not None else backing.path),
+            b"",
+            b"",
+            0,
+            0,
+        )
+        want = _Wanted(flags, offset, sizelimit, block_size or 0, write_baseline)
+        if device is None:
+            dev = _attach_free(k, backing, config, want)
+        else:
+            dev = _attach_named(k, device, backing, config, want)
+    finally:
+        k.close(backing.fd)
+    return dev, seen
+
+
+@dataclass(slots=True)
+class _Wanted:
+    """What the caller asked for, to check against what the kernel applied (T4)."""
+
+    flags: int  # LO_FLAGS_* as passed to the kernel
+    offset: int
+    sizelimit: int
+    block_size: int  # 0: the kernel's default
+    write_baseline: bool
+
+
+def _file_name(name: str) -> bytes:
+    """lo_file_name: at most 63 bytes (NUL-terminated; the pack pads with zeros)."""
+    return name.encode("utf-8", "surrogateescape")[: abi.LO_NAME_SIZE - 1]
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -148,7 +230,8 @@ def _check_numbers(offset: int, sizelimit: int, block_size: int | None) -> None:
         )
 
 
-def _check_range(b: _Backing, offset: int, sizelimit: int) -> None:
+def _check_range(b: _Backing, offset: int, sizelimit: int) -> int:
+    """The device's size in bytes (what the kernel computes: whole 512-byte sectors)."""
     if offset >= b.size:
         raise InvalidArgumentError(
             f"offset {offset} is past the end of {b.image} ({b.size} bytes)"
@@ -162,6 +245,7 @@ def _check_range(b: _Backing, offset: int, sizelimit: int) -> None:
             f"({b.size} bytes)",
             hint=f"give a sizelimit <= {b.size - offset}",
         )
+    return (sizelimit or b.size - offset) & ~(abi.SECTOR_SIZE - 1)
 
 
 _KINDS = {
@@ -196,7 +280,7 @@ def _open_image(k: Kernel, image: str, read_only: bool) -> _Backing:
             raise _image_open_error(image, e2) from None
         fallback = True
         msg = f"{image}: write-protected ({why(e)}), attaching read-only"
-        warnings.warn(msg, ReadOnlyFallbackWarning, stacklevel=3)
+        warnings.warn(msg, ReadOnlyFallbackWarning, stacklevel=4)
         log.warning(msg)
     try:
         fst = k.fstat(fd)
@@ -259,11 +343,11 @@ def open_control(k: Kernel) -> int:
         raise LoopdevError(f"cannot open {LOOP_CONTROL}: {why(e)}") from None
 
 
-def _attach_free(k: Kernel, b: _Backing, info: abi.LoopInfo64, block_size: int) -> LoopDevice:
+def _attach_free(k: Kernel, b: _Backing, config: bytes, want: _Wanted) -> LoopDevice:
     ctl = open_control(k)
     try:
         k.flock(ctl, abi.LOCK_EX)
-        backoff = Backoff(k, attempts=MAX_DEVICE_ATTEMPTS, base=0.001, cap=0.1)
+        backoff: Backoff | None = None  # made on the first retry only
         last = ""
         while True:
             try:
@@ -274,9 +358,11 @@ def _attach_free(k: Kernel, b: _Backing, info: abi.LoopInfo64, block_size: int) 
                     hint="detach unused devices (`loopdev -a` lists them)",
                 ) from None
             try:
-                return _configure(k, number, b, info, block_size)
+                return _configure(k, number, b, config, want)
             except _TryAnother as t:
                 last = f"/dev/loop{number}: {t.reason}"
+            if backoff is None:
+                backoff = Backoff(k, attempts=MAX_DEVICE_ATTEMPTS, base=0.001, cap=0.1)
             if not backoff.wait():
                 raise NoFreeDeviceError(
                     f"no free loop device for {b.image} after {backoff.describe()}; last: {last}",
@@ -287,7 +373,7 @@ def _attach_free(k: Kernel, b: _Backing, info: abi.LoopInfo64, block_size: int) 
 
 
 def _attach_named(
-    k: Kernel, device: str | int, b: _Backing, info: abi.LoopInfo64, block_size: int
+    k: Kernel, device: str | int, b: _Backing, config: bytes, want: _Wanted
 ) -> LoopDevice:
     path = device if isinstance(device, str) else f"/dev/loop{device}"
     ctl = open_control(k)
@@ -311,7 +397,7 @@ def _attach_named(
             _require_loop(k, path, st.mode, st.rdev)
             number = loop_number(k, path, st.rdev)
         try:
-            return _configure(k, number, b, info, block_size, path=path)
+            return _configure(k, number, b, config, want, path=path)
         except _TryAnother as t:
             bound_to = sysfs.backing_file(k, number)
             raise BusyError(
@@ -325,7 +411,7 @@ def _attach_named(
 
 def _open_fresh_node(k: Kernel, path: str) -> int:
     """Open a loop node that may have just been created (T23: short ENOENT/EACCES retry)."""
-    backoff = Backoff(k, timeout=FRESH_NODE_TIMEOUT, base=0.0005, cap=0.05)
+    backoff: Backoff | None = None
     while True:
         try:
             return k.open(path, abi.O_RDWR)
@@ -334,6 +420,8 @@ def _open_fresh_node(k: Kernel, path: str) -> int:
                 raise _TryAnother("being torn down (ENXIO)") from None
             if e.errno == errno.EROFS:
                 return k.open(path, abi.O_RDONLY)
+            if backoff is None:
+                backoff = Backoff(k, timeout=FRESH_NODE_TIMEOUT, base=0.0005, cap=0.05)
             if e.errno not in (errno.ENOENT, errno.EACCES) or not backoff.wait():
                 if e.errno == errno.EACCES:
                     raise NotPermittedError(
@@ -346,8 +434,8 @@ def _configure(
     k: Kernel,
     number: int,
     b: _Backing,
-    info: abi.LoopInfo64,
-    block_size: int,
+    config: bytes,
+    want: _Wanted,
     *,
     path: str | None = None,
 ) -> LoopDevice:
@@ -356,24 +444,22 @@ def _configure(
     try:
         fst = k.fstat(fd)
         _require_loop(k, path, fst.mode, fst.rdev)  # T26
-        lock = k.open(path, abi.O_RDONLY)  # T6/T7: udev skips devices locked LOCK_EX
+        # T6/T7: LOCK_EX while we set the device up: udev skips (and requeues) a locked
+        # device, so it probes the finished one. Released with LOCK_UN below, which is what
+        # closing a second fd would do, one open+close cheaper.
+        k.flock(fd, abi.LOCK_EX)
         try:
-            k.flock(lock, abi.LOCK_EX)
-            try:  # T9: somebody may have bound it between GET_FREE and now
-                get_status64(k, fd)
-                raise _TryAnother("bound by someone else meanwhile")
-            except OSError as e:
-                if e.errno != errno.ENXIO:
-                    raise _TryAnother(f"status check failed: {why(e)}") from None
-            _bind(k, fd, path, b, info, block_size)
+            # T9: no separate "still unbound?" probe: LOOP_CONFIGURE (and LOOP_SET_FD) check
+            # it atomically under lo_mutex and answer EBUSY, which means "try another".
+            _bind(k, fd, path, b, config, want)
             try:
-                status = _read_back(k, fd, number, path, b, info, block_size)
+                status = _read_back(k, fd, number, path, b, want)
             except BaseException:
                 # Ours: the bind succeeded under our lock. Undo it.
                 _clear_quietly(k, fd)
                 raise
         finally:
-            k.close(lock)
+            k.flock(fd, abi.LOCK_UN)
     except BaseException:
         k.close(fd)
         raise
@@ -382,7 +468,10 @@ def _configure(
         fd,
         status,
         read_only_fallback=b.fallback,
-        write_baseline=sysfs.write_counter(k, number),
+        # a read-only device has nothing to write back: no baseline needed (see device._flush)
+        write_baseline=sysfs.write_counter(k, number)
+        if want.write_baseline and not status.read_only
+        else None,
     )
 
 
@@ -393,28 +482,38 @@ def _clear_quietly(k: Kernel, fd: int) -> None:
 
 def _retry_eagain(k: Kernel, fn: Callable[[], object]) -> None:
     """Run ``fn``; on EAGAIN retry with growing jitter, bounded (T5)."""
-    backoff = Backoff(k, attempts=MAX_EAGAIN_RETRIES, base=0.01, cap=0.25)
+    backoff: Backoff | None = None
     while True:
         try:
             fn()
             return
         except OSError as e:
-            if e.errno != errno.EAGAIN or not backoff.wait():
+            if e.errno != errno.EAGAIN:
+                raise
+            if backoff is None:
+                backoff = Backoff(k, attempts=MAX_EAGAIN_RETRIES, base=0.01, cap=0.25)
+            if not backoff.wait():
                 raise
 
 
-def _bind(
-    k: Kernel, fd: int, path: str, b: _Backing, info: abi.LoopInfo64, block_size: int
-) -> None:
-    cfg = abi.LoopConfig(fd=b.fd, block_size=block_size, info=info).pack()
-    try:
-        _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, cfg))
-        return
-    except OSError as e:
-        if e.errno == errno.EBUSY:
-            raise _TryAnother("already bound (EBUSY)") from None
-        if e.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOSYS):
-            raise _configure_error(path, b, e) from None
+#: Whether LOOP_CONFIGURE works here (None: not tried yet). A kernel that refused it once
+#: (< 5.8) refuses it always; the model kernel always has it.
+_configure_supported: dict[str, bool] = {}
+
+
+def _bind(k: Kernel, fd: int, path: str, b: _Backing, config: bytes, want: _Wanted) -> None:
+    if _configure_supported.get(k.name, True):
+        buf = bytearray(config)
+        try:
+            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, buf))
+            return
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise _TryAnother("already bound (EBUSY)") from None
+            if e.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOSYS):
+                raise _configure_error(path, b, e) from None
+            if e.errno != errno.EINVAL:  # EINVAL may be about the configuration itself
+                _configure_supported[k.name] = False
     # T3 fallback: kernels without LOOP_CONFIGURE (< 5.8).
     try:
         k.ioctl(fd, abi.LOOP_SET_FD, b.fd)
@@ -423,14 +522,14 @@ def _bind(
             raise _TryAnother("already bound (EBUSY)") from None
         raise _configure_error(path, b, e) from None
     try:
-        settable = abi.LoopInfo64(**{**info.__dict__})
-        settable.lo_flags &= abi.LOOP_SET_STATUS_SETTABLE_FLAGS
-        raw = settable.pack()
+        info = abi.LoopConfig.unpack(config).info
+        info.lo_flags &= abi.LOOP_SET_STATUS_SETTABLE_FLAGS
+        raw = info.pack()
         _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_STATUS64, raw))
-        if info.lo_flags & abi.LO_FLAGS_DIRECT_IO:
+        if want.flags & abi.LO_FLAGS_DIRECT_IO:
             k.ioctl(fd, abi.LOOP_SET_DIRECT_IO, 1)
-        if block_size:
-            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_BLOCK_SIZE, block_size))
+        if want.block_size:
+            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_BLOCK_SIZE, want.block_size))
     except OSError as e:
         _clear_quietly(k, fd)  # we bound it with SET_FD a moment ago
         raise _configure_error(path, b, e) from None
@@ -454,50 +553,41 @@ def _configure_error(path: str, b: _Backing, e: OSError) -> LoopdevError:
 
 
 def _read_back(
-    k: Kernel,
-    fd: int,
-    number: int,
-    path: str,
-    b: _Backing,
-    want: abi.LoopInfo64,
-    block_size: int,
+    k: Kernel, fd: int, number: int, path: str, b: _Backing, want: _Wanted
 ) -> LoopStatus:
     """T4: check that what the kernel applied is what we asked for."""
-    got = get_status64(k, fd)
-    must = want.lo_flags & ~abi.LO_FLAGS_DIRECT_IO
-    problems = []
-    if (got.lo_device, got.lo_inode) != (b.dev, b.ino):
-        problems.append("backing file differs")
-    if got.lo_offset != want.lo_offset:
-        problems.append(f"offset {got.lo_offset} instead of {want.lo_offset}")
-    if got.lo_sizelimit != want.lo_sizelimit:
-        problems.append(f"sizelimit {got.lo_sizelimit} instead of {want.lo_sizelimit}")
-    if got.lo_flags & must != must:
-        problems.append(f"flags {got.lo_flags:#x} lack {must & ~got.lo_flags:#x}")
+    dev, ino, offset, sizelimit, flags, ref = get_status_fields(k, fd)
     actual_bs = get_block_size(k, fd)
-    if block_size and actual_bs != block_size:
-        problems.append(f"block size {actual_bs} instead of {block_size}")
-    if problems:
+    must = want.flags & ~abi.LO_FLAGS_DIRECT_IO
+    if (
+        (dev, ino) != (b.dev, b.ino)
+        or offset != want.offset
+        or sizelimit != want.sizelimit
+        or flags & must != must
+        or (want.block_size and actual_bs != want.block_size)
+    ):
+        problems = []
+        if (dev, ino) != (b.dev, b.ino):
+            problems.append("backing file differs")
+        if offset != want.offset:
+            problems.append(f"offset {offset} instead of {want.offset}")
+        if sizelimit != want.sizelimit:
+            problems.append(f"sizelimit {sizelimit} instead of {want.sizelimit}")
+        if flags & must != must:
+            problems.append(f"flags {flags:#x} lack {must & ~flags:#x}")
+        if want.block_size and actual_bs != want.block_size:
+            problems.append(f"block size {actual_bs} instead of {want.block_size}")
         raise LoopdevError(
             f"{path}: the kernel did not apply the configuration for {b.image}: "
             + "; ".join(problems),
             hint="this kernel may not support these options",
         )
-    if want.lo_flags & abi.LO_FLAGS_DIRECT_IO and not got.lo_flags & abi.LO_FLAGS_DIRECT_IO:
+    if want.flags & abi.LO_FLAGS_DIRECT_IO and not flags & abi.LO_FLAGS_DIRECT_IO:
         msg = f"{path}: direct I/O not supported for {b.image}; using buffered I/O"
-        warnings.warn(msg, UserWarning, stacklevel=4)
+        warnings.warn(msg, UserWarning, stacklevel=5)
         log.warning(msg)
-    return LoopStatus(
-        number=number,
-        backing_dev=got.lo_device,
-        backing_ino=got.lo_inode,
-        offset=got.lo_offset,
-        sizelimit=got.lo_sizelimit,
-        flags=got.lo_flags,
-        ref=got.lo_file_name,
-        backing_file=b.path,
-        diskseq=get_diskseq(k, fd),
-        block_size=actual_bs,
+    return new_status(
+        number, dev, ino, offset, sizelimit, flags, ref, b.path, get_diskseq(k, fd), actual_bs
     )
 
 

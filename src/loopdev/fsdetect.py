@@ -42,17 +42,25 @@ def detect_bytes(head: bytes, btrfs_area: bytes = b"") -> str | None:
     return None
 
 
-def detect(kernel: Kernel, fd: int) -> str | None:
-    """Detect the filesystem on the open block device or image ``fd``."""
+def detect(kernel: Kernel, fd: int, offset: int = 0, size: int | None = None) -> str | None:
+    """Detect the filesystem on the open block device or image ``fd``; with ``offset`` and
+    ``size``, in the ``size`` bytes from ``offset`` (what a loop device over it shows)."""
+    end = offset + size if size is not None else None
+
+    def read(count: int, at: int) -> bytes:
+        if end is not None:
+            count = max(0, min(count, end - (offset + at)))
+        return kernel.pread(fd, count, offset + at) if count else b""
+
     try:
-        head = kernel.pread(fd, 4096, 0)
+        head = read(4096, 0)
     except OSError:
         return None
     found = detect_bytes(head)
     if found:
         return found
     try:
-        return detect_bytes(head, kernel.pread(fd, 8, 0x10040))
+        return detect_bytes(head, read(8, 0x10040))
     except OSError:
         return None
 

@@ -33,6 +33,9 @@ class Stat:
     size: int = 0
     nlink: int = 1
     uid: int = 0
+    #: statx's STATX_ATTR_MOUNT_ROOT: the path is the root of a mount. None when the port
+    #: cannot tell (no statx, fstat, the model): callers fall back to the mount table.
+    mount_root: bool | None = None
 
     @property
     def kind(self) -> int:

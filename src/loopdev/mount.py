@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from loopdev import abi, sysfs
 from loopdev._port import resolve, why
-from loopdev.control import attach
+from loopdev.control import attach_image
 from loopdev.device import LoopDevice, wait_until_detached
 from loopdev.errors import (
     BusyError,
@@ -31,7 +31,7 @@ from loopdev.fsdetect import block_filesystems, detect
 from loopdev.kernel import Kernel
 from loopdev.mountinfo import mount_at, mounts_of_device
 from loopdev.query import open_existing
-from loopdev.settle import Backoff, path_holders
+from loopdev.settle import Backoff, is_detached, path_holders
 
 DEFAULT_UMOUNT_TIMEOUT = 5.0
 
@@ -76,6 +76,8 @@ def parse_options(options: str) -> tuple[int, str]:
 
 
 def _check_target(k: Kernel, target: str) -> str:
+    """The canonical path of the directory ``target``; MountError unless it is a directory
+    that is not a mount point yet."""
     try:
         st = k.stat(target)
     except OSError as e:
@@ -87,10 +89,17 @@ def _check_target(k: Kernel, target: str) -> str:
     if not st.is_dir:
         raise MountError(f"mount point {target} is not a directory", hint="mount on a directory")
     canonical = k.realpath(target)
+    if st.mount_root is False:
+        return canonical  # statx says so: no need to read the mount table
     existing = mount_at(k, canonical)
     if existing is not None:
         raise MountError(
             f"{target} is already a mount point ({existing.source}, {existing.fstype})",
+            hint=f"umount {target} first, or choose another directory",
+        )
+    if st.mount_root:
+        raise MountError(
+            f"{target} is already a mount point",
             hint=f"umount {target} first, or choose another directory",
         )
     return canonical
@@ -137,9 +146,10 @@ def mount_image(
     """
     k = resolve(kernel)
     canonical = _check_target(k, target)
-    flags, data = parse_options(options)
+    flags, data = parse_options(options) if options else (0, "")
     read_only = read_only or bool(flags & abi.MS_RDONLY)
     dev: LoopDevice | None = None
+    found: str | None = None
     if reuse:
         dev = open_existing(
             image,
@@ -149,9 +159,24 @@ def mount_image(
             clear_autoclear=False,
             kernel=k,
         )
+        if dev is not None and not fstype:
+            # Through the device: its page cache may hold what its user wrote.
+            found = detect(k, dev.fileno())
     if dev is None:
-        dev = attach(
-            image, offset=offset, sizelimit=sizelimit, read_only=read_only, autoclear=True, kernel=k
+        # A new AUTOCLEAR device, as mount(8) makes them. The superblock is read from the
+        # image file while attaching: a fresh device shows exactly those bytes (its page cache
+        # was dropped at the last detach), and a page-cache read of the file costs a fraction
+        # of an I/O round trip through the loop worker. No write baseline: the handle is only
+        # detached if the mount fails, and then an fsync is fine.
+        dev, found = attach_image(
+            k,
+            image,
+            offset=offset,
+            sizelimit=sizelimit,
+            read_only=read_only,
+            flags=abi.LO_FLAGS_AUTOCLEAR,
+            write_baseline=False,
+            inspect=None if fstype else detect,
         )
     mounted_ok = False
     try:
@@ -160,7 +185,6 @@ def mount_image(
         if fstype:
             candidates, explicit = [fstype], True
         else:
-            found = detect(k, dev.fileno())
             candidates = [found] if found else block_filesystems(k)
             explicit = found is not None
         last: LoopdevError | None = None
@@ -207,26 +231,26 @@ def umount(
     """
     k = resolve(kernel)
     try:
-        canonical = k.realpath(target)
-        k.stat(canonical)
+        st = k.stat(target)
     except OSError as e:
         raise NotMountedError(f"{target}: {why(e)}", hint="nothing to unmount") from None
-    entry = mount_at(k, canonical)
-    if entry is None:
+    if st.mount_root is False:
         raise NotMountedError(f"{target} is not a mount point", hint="nothing to unmount")
+    # The filesystem's device, from the stat of the mount's root (st_dev is the MAJ:MIN the
+    # mount table shows). The loop device's diskseq is read before the umount: it tells our
+    # binding from a new one made right after the teardown.
+    dev = st.dev
     number: int | None = None
     seq: int | None = None
-    autoclear = False
-    if abi.major(entry.dev) == abi.LOOP_MAJOR:
-        name = sysfs.block_name(k, entry.dev)
+    if abi.major(dev) == abi.LOOP_MAJOR:
+        name = sysfs.block_name(k, dev)
         if name and name.startswith("loop") and name[4:].isdigit():
             number = int(name[4:])
             seq = sysfs.diskseq(k, number)
-            autoclear = sysfs.attr(k, number, "loop/autoclear") == "1"
-    backoff = Backoff(k, timeout=timeout, base=0.001, cap=0.05)
+    backoff: Backoff | None = None  # made on the first EBUSY only
     while True:
         try:
-            k.umount2(canonical, 0)
+            k.umount2(target, 0)
             break
         except OSError as e:
             if e.errno == errno.EINVAL:
@@ -239,13 +263,15 @@ def umount(
                 ) from None
             if e.errno != errno.EBUSY:
                 raise LoopdevError(f"cannot unmount {target}: {why(e)}") from None
-        holders = path_holders(k, canonical)
+        holders = path_holders(k, k.realpath(target))
         if holders:
             raise BusyError(
                 f"cannot unmount {target}: it is in use",
                 holders=holders,
                 hint="close those files or stop those processes (or leave the directory), then retry",
             )
+        if backoff is None:
+            backoff = Backoff(k, timeout=timeout, base=0.001, cap=0.05)
         if not backoff.wait():
             raise TeardownTimeoutError(
                 f"cannot unmount {target}: still busy after {backoff.describe()} although no "
@@ -259,9 +285,11 @@ def umount(
                 ],
                 hint="retry later",
             )
-    if number is None or not autoclear or mounts_of_device(k, entry.dev):
+    if number is None or is_detached(k, number, seq):
+        return  # not a loop mount, or (6.11+, no other opener) torn down inside umount2
+    if sysfs.attr(k, number, "loop/autoclear") != "1" or mounts_of_device(k, dev):
         return  # not ours to wait for: not autoclear, or still mounted elsewhere
-    left = backoff.remaining()
+    left = backoff.remaining() if backoff is not None else None
     wait_until_detached(k, number, seq, max(timeout if left is None else left, 0.5))
 
 

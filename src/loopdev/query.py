@@ -19,7 +19,7 @@ from loopdev.errors import (
 )
 from loopdev.kernel import Kernel
 from loopdev.settle import Backoff, device_holders
-from loopdev.status import LoopStatus, get_status64, read_status
+from loopdev.status import LoopStatus, get_status64, get_status_fields, read_status
 
 REMOVE_TIMEOUT = 2.0
 
@@ -99,19 +99,17 @@ def open_existing(
         except OSError:
             continue  # going away (ENXIO in rundown) or not ours to open
         try:
-            info = get_status64(k, fd)
+            dev, ino, off, limit, flags, _ref = get_status_fields(k, fd)
             if (
-                (info.lo_device, info.lo_inode) != ident
-                or info.lo_offset != offset
-                or info.lo_sizelimit != sizelimit
-                or (
-                    read_only is not None
-                    and bool(info.lo_flags & abi.LO_FLAGS_READ_ONLY) != read_only
-                )
+                (dev, ino) != ident
+                or off != offset
+                or limit != sizelimit
+                or (read_only is not None and bool(flags & abi.LO_FLAGS_READ_ONLY) != read_only)
             ):
                 k.close(fd)
                 continue
-            if clear_autoclear and info.lo_flags & abi.LO_FLAGS_AUTOCLEAR:
+            if clear_autoclear and flags & abi.LO_FLAGS_AUTOCLEAR:
+                info = get_status64(k, fd)
                 info.lo_flags &= ~abi.LO_FLAGS_AUTOCLEAR
                 k.ioctl(fd, abi.LOOP_SET_STATUS64, info.pack())
             status = read_status(k, fd, n)

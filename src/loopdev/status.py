@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from loopdev import abi, sysfs
@@ -46,6 +47,56 @@ class LoopStatus:
         return bool(self.flags & abi.LO_FLAGS_DIRECT_IO)
 
 
+def new_status(
+    number: int,
+    backing_dev: int,
+    backing_ino: int,
+    offset: int,
+    sizelimit: int,
+    flags: int,
+    ref: str,
+    backing_file: str,
+    diskseq: int | None,
+    block_size: int | None,
+) -> LoopStatus:
+    """A :class:`LoopStatus` built without the frozen dataclass's per-field
+    ``object.__setattr__`` (about 3x cheaper; every attach and list builds some)."""
+    st = LoopStatus.__new__(LoopStatus)
+    st.__dict__.update(
+        number=number,
+        backing_dev=backing_dev,
+        backing_ino=backing_ino,
+        offset=offset,
+        sizelimit=sizelimit,
+        flags=flags,
+        ref=ref,
+        backing_file=backing_file,
+        diskseq=diskseq,
+        block_size=block_size,
+    )
+    return st
+
+
+# The leading fields of struct loop_info64 (the rest is crypto and init data nobody reads).
+_INFO_HEAD = struct.Struct("=QQQQQIIII64s")
+
+
+def get_status_fields(kernel: Kernel, fd: int) -> tuple[int, int, int, int, int, str]:
+    """LOOP_GET_STATUS64 on ``fd`` (ENXIO: not bound), decoded to just
+    (lo_device, lo_inode, lo_offset, lo_sizelimit, lo_flags, lo_file_name)."""
+    buf = bytearray(abi.LoopInfo64.SIZE)
+    kernel.ioctl(fd, abi.LOOP_GET_STATUS64, buf)
+    dev, ino, _rdev, offset, limit, _n, _et, _eks, flags, name = _INFO_HEAD.unpack_from(buf)
+    return (
+        dev,
+        ino,
+        offset,
+        limit,
+        flags,
+        name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
+    )
+
+
 def get_status64(kernel: Kernel, fd: int) -> abi.LoopInfo64:
     """LOOP_GET_STATUS64 on ``fd`` (ENXIO: not bound)."""
     buf = abi.LoopInfo64.buffer()
@@ -73,17 +124,17 @@ def get_block_size(kernel: Kernel, fd: int) -> int | None:
 
 def read_status(kernel: Kernel, fd: int, number: int, *, extras: bool = True) -> LoopStatus:
     """Status of the device open as ``fd``; ``extras`` adds sysfs path, diskseq, block size."""
-    info = get_status64(kernel, fd)
-    backing = (sysfs.backing_file(kernel, number) if extras else None) or info.lo_file_name
-    return LoopStatus(
-        number=number,
-        backing_dev=info.lo_device,
-        backing_ino=info.lo_inode,
-        offset=info.lo_offset,
-        sizelimit=info.lo_sizelimit,
-        flags=info.lo_flags,
-        ref=info.lo_file_name,
-        backing_file=backing,
-        diskseq=get_diskseq(kernel, fd) if extras else None,
-        block_size=get_block_size(kernel, fd) if extras else None,
+    dev, ino, offset, sizelimit, flags, ref = get_status_fields(kernel, fd)
+    backing = (sysfs.backing_file(kernel, number) if extras else None) or ref
+    return new_status(
+        number,
+        dev,
+        ino,
+        offset,
+        sizelimit,
+        flags,
+        ref,
+        backing,
+        get_diskseq(kernel, fd) if extras else None,
+        get_block_size(kernel, fd) if extras else None,
     )

@@ -29,11 +29,9 @@ def attr(kernel: Kernel, number: int, name: str) -> str | None:
 
 
 def is_bound(kernel: Kernel, number: int) -> bool:
-    """``/sys/block/loopN/loop/`` exists only while the device is bound."""
-    try:
-        return kernel.stat(f"{SYS_BLOCK}/loop{number}/loop").is_dir
-    except OSError:
-        return False
+    """``/sys/block/loopN/loop/`` exists only while the device is bound (one access(2), no
+    exception raised on the usual answer: unbound)."""
+    return kernel.access(f"{SYS_BLOCK}/loop{number}/loop", 0)
 
 
 def diskseq(kernel: Kernel, number: int) -> int | None:
@@ -107,8 +105,9 @@ def sized_loop_numbers(kernel: Kernel) -> list[int]:
     except OSError:
         return loop_numbers(kernel)
     out = []
+    major = str(abi.LOOP_MAJOR)
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[0] == str(abi.LOOP_MAJOR) and parts[3][4:].isdigit():
+        if len(parts) == 4 and parts[0] == major and parts[3][4:].isdigit():
             out.append(int(parts[3][4:]))
     return sorted(out)

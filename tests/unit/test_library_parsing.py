@@ -54,3 +54,26 @@ def test_uevent_parsing() -> None:
     assert ev is not None
     assert (ev.action, ev.subsystem, ev.devname, ev.diskseq) == ("change", "block", "loop0", 12)
     assert parse_uevent(b"libudev\0junk") is None
+
+
+def test_one_pack_loop_config_matches_the_abi_struct() -> None:
+    from loopdev import abi
+    from loopdev.control import _LOOP_CONFIG, _file_name
+
+    long_name = "/very/long/" + "x" * 80
+    for fd, bs, off, limit, flags, name in (
+        (3, 0, 0, 0, 0, "/tmp/a.img"),
+        (9, 4096, 1 << 20, 8 << 20, abi.LO_FLAGS_READ_ONLY | abi.LO_FLAGS_AUTOCLEAR, long_name),
+    ):
+        want = abi.LoopConfig(
+            fd=fd,
+            block_size=bs,
+            info=abi.LoopInfo64(
+                lo_offset=off, lo_sizelimit=limit, lo_flags=flags, lo_file_name=name
+            ),
+        ).pack()
+        got = _LOOP_CONFIG.pack(
+            fd, bs, 0, 0, 0, off, limit, 0, 0, 0, flags, _file_name(name), b"", b"", 0, 0
+        )
+        assert got == bytes(want)
+        assert len(got) == abi.LoopConfig.SIZE
