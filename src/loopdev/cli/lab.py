@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--real-scale", type=float, default=1.0, help="scale the real-kernel trial counts"
     )
-    p.add_argument("--time-limit", type=float, default=150.0, help="seconds for the model part")
+    p.add_argument("--time-limit", type=float, default=120.0, help="seconds for the model part")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--html", metavar="FILE", help="write the HTML report")
     p.add_argument("--svg", metavar="FILE", help="replay: write the sequence diagram")

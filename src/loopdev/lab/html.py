@@ -161,7 +161,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def failure_section(key: CellKey, ex: Example, count: int, checked: int) -> str:
+#: failures drawn with a diagram and trace JSON (the rest are listed with message and token)
+MAX_DRAWN = 40
+
+
+def failure_section(
+    key: CellKey, ex: Example, count: int, checked: int, *, draw: bool = True
+) -> str:
     """One failure: message, replay token, lockdep report, sequence diagram, trace JSON."""
     title = f"{key.scenario} / {USERSPACES.get(key.userspace, key.userspace)} / {key.column}: {ex.label}"
     parts = [
@@ -176,7 +182,7 @@ def failure_section(key: CellKey, ex: Example, count: int, checked: int) -> str:
         parts.append(f'<p class="small">replay: <code class="token">loopdev lab replay {_e(ref)}</code></p>')
     if ex.lockdep:
         parts.append(f"<pre>{_e(ex.lockdep[:6000])}</pre>")
-    if ex.events:
+    if ex.events and draw:
         svg = sequence_svg(ex.events, title=title)
         data = base64.b64encode(
             chrome_trace_json(ex.events, process=f"{key.scenario} on {key.column}").encode()
@@ -188,7 +194,12 @@ def failure_section(key: CellKey, ex: Example, count: int, checked: int) -> str:
         )
         parts.append(f'<div class="diagram">{svg}</div>')
     else:
-        parts.append('<p class="small">no trace (real kernel: outcome and message only)</p>')
+        parts.append(
+            '<p class="small">'
+            + ("no trace (real kernel: outcome and message only)" if not ex.events
+               else "diagram not drawn here (too many failures): use the replay command")
+            + "</p>"
+        )
     parts.append("</div>")
     return "".join(parts)
 
@@ -196,12 +207,18 @@ def failure_section(key: CellKey, ex: Example, count: int, checked: int) -> str:
 def render(result: LabResult) -> str:
     """The whole page."""
     cfg = result.config
-    failures: list[str] = []
-    for key, cell in result.cells.items():
-        for ex in cell.examples.values():
-            if ex.label == "unsupported":
-                continue
-            failures.append(failure_section(key, ex, cell.counts.get(ex.label, 0), cell.checked))
+    found = [
+        (key, cell, ex)
+        for key, cell in result.cells.items()
+        for ex in cell.examples.values()
+        if ex.label != "unsupported"
+    ]
+    # user-visible failures and deadlocks first; only the first MAX_DRAWN carry diagrams
+    found.sort(key=lambda t: (not t[2].label.startswith(("fail", "deadlock")), str(t[0])))
+    failures = [
+        failure_section(key, ex, cell.counts.get(ex.label, 0), cell.checked, draw=i < MAX_DRAWN)
+        for i, (key, cell, ex) in enumerate(found)
+    ]
     gaps = (
         "<ul>" + "".join(f"<li>{_e(g)}</li>" for g in result.gaps) + "</ul>"
         if result.gaps

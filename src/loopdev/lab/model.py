@@ -46,7 +46,7 @@ STRATEGIES = ("portfolio", "random", "pct", "dfs")
 WORKDIR = "/tmp/lab"
 MAX_STEPS = 60_000
 #: events kept per example trace (the tail, where the failure is)
-MAX_EVENTS = 6000
+MAX_EVENTS = 3000
 
 
 def sim_kernel_class() -> Any:
@@ -194,8 +194,7 @@ def classify(out: RunOutcome, box: _Box) -> tuple[Outcome, str]:
         return box.outcome, report
     if out.lockdep:
         rep = out.lockdep[0]
-        classes = ", ".join(dict.fromkeys(rep.classes))
-        return Outcome("lockdep", rep.kind, f"{rep.title} [{classes}]"), report
+        return Outcome("lockdep", _lockdep_key(rep), rep.title), report
     if box.outcome is None:
         return Outcome("error", "no result", "the scenario task never finished"), report
     return box.outcome, report
@@ -227,11 +226,17 @@ def run_once(
         out.token,
         time.perf_counter() - t0,
         lockdep=report,
-        lockdep_kinds=tuple(r.kind for r in out.lockdep),
+        lockdep_kinds=tuple(_lockdep_key(r) for r in out.lockdep),
     )
     if trace:
         rec.events = [_event(e) for e in out.trace.to_json()[-MAX_EVENTS:]]
     return rec, out
+
+
+def _lockdep_key(rep: Any) -> str:
+    """``circular (open_mutex, sb_writers, ...)``: the report kind and its lock classes."""
+    classes = ", ".join(sorted(dict.fromkeys(rep.classes)))
+    return f"{rep.kind} ({classes})" if classes else str(rep.kind)
 
 
 def _event(e: dict[str, Any]) -> dict[str, Any]:

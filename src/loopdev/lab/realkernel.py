@@ -34,7 +34,8 @@ THIS_KERNEL = "this kernel"
 DEFAULT_TRIALS: dict[str, int] = {
     "mount-loop+udev": 150,
     "mount-loop": 60,
-    "nested-umount": 120,
+    "nested-umount": 30,
+    "nested-umount+udev": 120,
     "iouring-kill": 30,
     "detach-open": 40,
     "parallel-attach": 25,

@@ -16,7 +16,8 @@ def all_scenarios() -> list[Scenario]:
     return [
         MountLoop(udev=True),
         MountLoop(udev=False),
-        NestedUmount(),
+        NestedUmount(udev=False),
+        NestedUmount(udev=True),
         IouringKill(),
         ResumeChain(),
         DetachOpen(),

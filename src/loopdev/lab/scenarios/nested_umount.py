@@ -25,9 +25,18 @@ class NestedUmount:
 
     udev: bool = True
     model_only: bool = False
-    name: str = "nested-umount"
-    title: str = "ext2 image on an xfs loop mount: umount inner; umount outer"
     source: str = "xfstests tests/xfs/049"
+
+    @property
+    def name(self) -> str:
+        return "nested-umount+udev" if self.udev else "nested-umount"
+
+    @property
+    def title(self) -> str:
+        return (
+            "ext2 image on an xfs loop mount: umount inner; umount outer "
+            f"(udev {'on' if self.udev else 'off'})"
+        )
 
     def _paths(self, env: Env) -> tuple[str, str, str, str]:
         outer_img, outer = env.path("xfs.img"), env.path("outer")

@@ -39,6 +39,8 @@ class ResumeChain:
 
     udev: bool = False
     model_only: bool = True
+    #: the chain is the kernel's; which userspace mounts the image does not matter
+    userspaces: tuple[str, ...] = ("loopdev",)
     name: str = "resume-chain"
     title: str = "sendfile(/sys/power/resume) + freeze + loop teardown + resume write"
     source: str = "RESEARCH §3 claim 6 (lockdep report in the 2022 thread)"
