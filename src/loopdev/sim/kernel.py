@@ -27,9 +27,12 @@ from loopdev import abi
 from loopdev.errors import LoopdevError
 from loopdev.kernel import RunResult, Stat, Uevent
 from loopdev.sim import sched as _sched
+from loopdev.sim.freeze import do_vfs_ioctl
 from loopdev.sim.fs import do_mount, path_umount
+from loopdev.sim.io_uring import IoRings, sys_io_uring_enter, sys_io_uring_mmap, sys_io_uring_setup
 from loopdev.sim.machine import Machine
 from loopdev.sim.sched import Scheduler, emit
+from loopdev.sim.splice import do_sendfile
 from loopdev.sim.task import SIGKILL, Task, current, send_sig, sleep_killable
 from loopdev.sim.uevent import UeventBus, UeventSocket
 from loopdev.sim.vfs import (
@@ -186,6 +189,9 @@ class SimKernel:
 
     def _ioctl(self, fd: int, request: int, arg: int | bytearray) -> int:
         f = self._file(fd)
+        ret = do_vfs_ioctl(f, request)  # FIFREEZE/FITHAW come before ->unlocked_ioctl
+        if ret is not None:
+            return ret
         return f.f_op.ioctl(f, request, arg)
 
     def ioctl(self, fd: int, request: int, arg: int | bytearray = 0) -> int:
@@ -398,6 +404,42 @@ class SimKernel:
                     return table[key]
         raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {argv0!r}", argv0)
 
+    def has_program(self, name: str) -> bool:
+        """Whether :meth:`run`/:meth:`start` know `name` (a modelled program)."""
+        try:
+            self._program(name)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def start(self, argv: Sequence[str], name: str | None = None) -> SimProcess:
+        """fork + exec of a modelled program without waiting: the process *is* the program
+        (killing it kills the program, as with a real child)."""
+        prog = self._program(argv[0])
+        args = list(argv)
+        status: list[int] = []  # the program's exit status, read by the parent's SimProcess
+
+        def body() -> object:
+            out = prog(self, args, None)
+            status.append(out.returncode if isinstance(out, RunResult) else int(out or 0))
+            if status[0] and box:
+                box[0].returncode_override = status[0]
+            return None
+
+        comm = (name or args[0].rsplit("/", 1)[-1])[:15]
+        box: list[SimProcess] = []
+        s = _sched.maybe_scheduler()
+        cur = s.current if s is not None else None
+        if isinstance(cur, Task) and not cur.is_kthread:
+            made: tuple[Task, SimProcess] = cur.syscall("clone", self._new_task, body, comm, False)
+        else:
+            made = self._new_task(body, comm, False)
+        proc = made[1]
+        box.append(proc)
+        if status and status[0]:
+            proc.returncode_override = status[0]
+        return proc
+
     def run(
         self, argv: Sequence[str], input: bytes | None = None, timeout: float | None = None
     ) -> RunResult:
@@ -428,6 +470,27 @@ class SimKernel:
             return box[0]
         stderr = f"{args[0]}: {proc.error}\n" if proc.error is not None else ""
         return RunResult(status, "", stderr)
+
+    # -- sendfile, io_uring (sim.splice, sim.io_uring) ------------------------------------------
+
+    def sendfile(self, out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        """``sendfile(2)`` (``os.sendfile``'s argument order)."""
+        return int(self._sys("sendfile64", do_sendfile, out_fd, in_fd, offset, count))
+
+    def io_uring_setup(self, entries: int) -> int:
+        """Model-only: ``io_uring_setup(2)``; returns the ring fd."""
+        return int(self._sys("io_uring_setup", sys_io_uring_setup, entries))
+
+    def io_uring_enter(self, fd: int, to_submit: int, min_complete: int, flags: int) -> int:
+        """Model-only: ``io_uring_enter(2)``; returns how many SQEs were consumed."""
+        return int(
+            self._sys("io_uring_enter", sys_io_uring_enter, fd, to_submit, min_complete, flags)
+        )
+
+    def io_uring_mmap(self, fd: int) -> IoRings:
+        """Model-only: the ring's SQ/CQ as userspace maps them (``mmap`` of the ring fd)."""
+        rings: IoRings = self._sys("mmap", sys_io_uring_mmap, fd)
+        return rings
 
     # -- uevents --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from loopdev import abi
 from loopdev.sim.block import BlockLayer
 from loopdev.sim.fs import FsType, register_filesystems
+from loopdev.sim.hibernate import hibernate_init
 from loopdev.sim.loop import LoopDriver, driver_class
 from loopdev.sim.procfs import ProcRoot
 from loopdev.sim.task import set_filp_close_hook
@@ -56,6 +57,7 @@ class Machine:
         mknod(self.dev_root, "null", abi.S_IFCHR | 0o666, DEV_NULL)
         self.loop: LoopDriver = driver_class(variant)(self)
         self.loop.loop_init(nr_loop)
+        self.hibernate = hibernate_init(self)  # /sys/power/resume
         sched.registry[MACHINE_KEY] = self
 
     def _pseudo_mount(self, fstype: str, source: str, target: str) -> Mount:

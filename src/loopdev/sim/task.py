@@ -37,6 +37,17 @@ def set_filp_close_hook(hook: Callable[[Task, int, Any], None] | None) -> None:
     filp_close_hook = hook
 
 
+#: what ``do_exit`` runs before ``exit_files`` (``io_uring_files_cancel``): stateless functions
+#: of the exiting task, which find their per-run state through the scheduler
+exit_hooks: list[Callable[[Task], None]] = []
+
+
+def add_exit_hook(hook: Callable[[Task], None]) -> None:
+    """Run `hook(task)` in every ``do_exit`` after PF_EXITING is set, before ``exit_files``."""
+    if hook not in exit_hooks:
+        exit_hooks.append(hook)
+
+
 class TaskExit(BaseException):
     """Unwinds a task's stack after ``do_exit`` (never caught by model code)."""
 
@@ -227,6 +238,8 @@ def do_exit(code: int) -> None:
     task.exiting = True
     task.exit_code = code
     _emit("state", "do_exit", str(code))
+    for hook in exit_hooks:
+        hook(task)
     exit_files(task)
     exit_task_work(task)
     raise TaskExit
@@ -280,7 +293,8 @@ def kthread_stop(task: Task) -> None:
 
 
 __all__ = [
-    "SIGKILL", "SIGTERM", "TWA_NONE", "TWA_RESUME", "TWA_SIGNAL", "Task", "TaskExit", "current",
+    "SIGKILL", "SIGTERM", "TWA_NONE", "TWA_RESUME", "TWA_SIGNAL", "Task", "TaskExit",
+    "add_exit_hook", "current",
     "do_exit", "exit_files", "exit_task_work", "exit_to_user_mode", "filp_close_hook",
     "kthread_run", "kthread_should_stop", "kthread_stop", "send_sig", "set_filp_close_hook",
     "sleep_killable", "task_work_add", "task_work_run",
