@@ -67,6 +67,8 @@ class PCT(Strategy):
         self._prio: dict[int, float] = {}
         self._changes: list[tuple[int, float]] = []
         self._sched: Scheduler | None = None
+        self._cached_ver = -1  # Scheduler.rver when _cached_i was computed
+        self._cached_i = 0
 
     def begin(self, sched: Scheduler) -> None:
         self._run_seed = self.seed + self._runs
@@ -74,6 +76,8 @@ class PCT(Strategy):
         self._rng = random.Random(self._run_seed)
         self._prio = {}
         self._sched = sched
+        self._cached_ver = -1
+        self._cached_i = 0
         k = max(self.k, self.depth)
         points = sorted(self._rng.sample(range(1, k + 1), self.depth - 1))
         self._changes = [(step, float(self.depth - 1 - i)) for i, step in enumerate(points)]
@@ -82,12 +86,18 @@ class PCT(Strategy):
     def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
         prio = self._prio
         changes = self._changes
-        if changes and self._sched is not None:
-            steps = self._sched.steps
+        sched = self._sched
+        if changes and sched is not None:
+            steps = sched.steps
             while changes and changes[-1][0] <= steps:
                 _, low = changes.pop()
                 if cur is not None:
                     prio[cur.tid] = low
+                    self._cached_ver = -1
+        # Same runnable set, same priorities: same answer (and no new thread to draw for).
+        ver = sched.rver if sched is not None else -1
+        if ver == self._cached_ver and ver >= 0:
+            return self._cached_i
         best = -1.0
         best_i = 0
         for i, t in enumerate(runnable):
@@ -96,6 +106,7 @@ class PCT(Strategy):
                 p = prio[t.tid] = self.depth + self._rng.random()
             if p > best:
                 best, best_i = p, i
+        self._cached_ver, self._cached_i = ver, best_i
         return best_i
 
     def choose(self, n: int, label: str) -> int:
