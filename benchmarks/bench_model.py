@@ -1,0 +1,135 @@
+"""Model-kernel benchmarks and the library-on-model exploration, in one command.
+
+Run: .venv/bin/python benchmarks/bench_model.py [--quick] [--only NAME ...]
+
+1. scheduler: schedules/s on 3 tasks x 30 steps (benchmarks/bench_sched.py), target >= 5,000.
+2. mount: schedules/s of one ``mount -o loop,ro`` + ``umount`` (modelled util-linux 2.38 and
+   udevd, v6.11, tracing off), target >= 200.
+3. claims: median wall time to the first failing schedule of claims 1 and 2
+   (loopdev.lab.hunt's CLAIM1/CLAIM2 as in tests/sim/test_claims.py) over 20 seeds,
+   target < 2 s.
+4. library: the loopdev library's attach/detach/mount_image/umount on v6.11 with udevd over
+   5,000 random + 5,000 PCT schedules (loopdev.lab.library_model); failures must be 0, each
+   printed with its replay token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_sched import STEPS, TASKS, measure
+
+from loopdev.lab import library_model
+from loopdev.lab.hunt import CLAIM1, CLAIM2, hunt, loop1, pct, random, shell
+from loopdev.sim.sched import PCT, RandomWalk, Scheduler, Strategy
+
+
+def bench_scheduler(seconds: float) -> None:
+    print(f"== scheduler: {TASKS} tasks x {STEPS} steps, target >= 5,000 schedules/s")
+    for name, make in (("random", lambda: RandomWalk(1)), ("pct(d=3)", lambda: PCT(1))):
+        per_s, pts = measure(make(), trace=False, seconds=seconds)
+        print(f"   {name:<10} {per_s:>10,.0f} schedules/s {pts:>12,.0f} points/s")
+
+
+def _rate(program: Callable[[Scheduler], None], strategy: Strategy, seconds: float) -> float:
+    """Best-of-5 schedules/s of ``program`` (tracing off)."""
+    best = 0.0
+    for _ in range(5):
+        runs = 0
+        start = time.perf_counter()
+        deadline = start + seconds / 5
+        while True:
+            sched = Scheduler(strategy, trace=False)
+            program(sched)
+            out = sched.run()
+            assert out.ok, out.describe()
+            runs += 1
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        best = max(best, runs / (now - start))
+    return best
+
+
+def bench_mount(seconds: float) -> None:
+    print("== mount: one `mount -o loop,ro` + `umount` (util-linux 2.38, udevd, v6.11), "
+          "target >= 200 schedules/s")  # fmt: skip
+    prog = shell("v6.11", "2.38", True, loop1)
+    for name, strategy in (("random", RandomWalk(7)), ("pct(d=3)", PCT(7))):
+        print(f"   {name:<10} {_rate(prog, strategy, seconds):>10,.0f} schedules/s")
+
+
+def bench_claims(seeds: int) -> None:
+    print(f"== claims: median time to the first failure over {seeds} seeds, target < 2 s")
+    for label, (variant, ul, udev, script), make in (
+        ("claim 1 (v5.17-rc1, 2.37, udev, pct)", CLAIM1, pct),
+        ("claim 2 (v5.17-rc1, 2.38, nested, random)", CLAIM2, random),
+    ):
+        prog = shell(variant, ul, udev, script)
+        times: list[float] = []
+        runs: list[int] = []
+        missed = 0
+        for seed in range(seeds):
+            h = hunt(prog, make(seed * 1000), 1000)
+            if h.seconds_to_first is None or h.first is None:
+                missed += 1
+                continue
+            times.append(h.seconds_to_first)
+            runs.append(h.first + 1)
+        med = statistics.median(times) if times else float("nan")
+        runs_med = statistics.median(runs) if runs else float("nan")
+        miss = f", {missed} seed(s) found none in 1000 runs" if missed else ""
+        print(f"   {label:<44} median {med:6.3f} s ({runs_med:g} runs), "
+              f"max {max(times, default=float('nan')):.3f} s{miss}")  # fmt: skip
+
+
+def bench_library(budget: int) -> int:
+    print(f"== library on the model: attach/detach + mount_image/umount, v6.11 + udevd, "
+          f"{budget} random + {budget} PCT schedules (failures must be 0)")  # fmt: skip
+    prog = library_model.program()
+    total = 0
+    for name, strategy in (("random", random(0)), ("pct(d=3)", PCT(0, depth=3))):
+        start = time.perf_counter()
+        h = hunt(prog, strategy, budget, library_model.verdict, stop_on_failure=False)
+        elapsed = time.perf_counter() - start
+        failed = sum(h.failures.values())
+        total += failed
+        print(f"   {name:<10} {h.runs} schedules, {failed} failures "
+              f"({h.runs / elapsed:,.0f} schedules/s)")  # fmt: skip
+        for msg, n in h.failures.most_common(5):
+            print(f"      {n}x {msg}")
+        if h.token:
+            print(f"      replay token of the first failure: {h.token}")
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small budgets (a smoke run)")
+    ap.add_argument(
+        "--only", nargs="*", choices=["scheduler", "mount", "claims", "library"], default=None
+    )
+    args = ap.parse_args()
+    only = set(args.only or ["scheduler", "mount", "claims", "library"])
+    seconds = 1.0 if args.quick else 5.0
+    failures = 0
+    if "scheduler" in only:
+        bench_scheduler(seconds)
+    if "mount" in only:
+        bench_mount(seconds)
+    if "claims" in only:
+        bench_claims(4 if args.quick else 20)
+    if "library" in only:
+        failures = bench_library(100 if args.quick else 5000)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
