@@ -141,6 +141,9 @@ class LinuxKernel:
     def pwrite(self, fd: int, data: bytes, offset: int) -> int:
         return os.pwrite(fd, data, offset)
 
+    def sendfile(self, out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        return os.sendfile(out_fd, in_fd, offset, count)
+
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 
