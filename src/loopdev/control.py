@@ -152,9 +152,9 @@ def attach_image(
 ) -> tuple[LoopDevice, T | None]:
     """:func:`attach` for the library's own callers. ``flags``: LO_FLAGS_* besides READ_ONLY.
 
-    ``inspect(k, fd, offset, size)`` is run on the opened image before it is attached, with
-    the byte range the device will show (mount_image reads the superblock there: a page-cache
-    read of the file instead of an I/O round trip through the fresh device). Without
+    ``inspect(k, fd, offset, size)`` is run on the image's fd once it is attached, with the
+    byte range the device shows (mount_image reads the superblock there: a page-cache read of
+    the file instead of an I/O round trip through the fresh device). Without
     ``write_baseline`` the handle's detach always fsyncs (read-write devices).
     """
     if offset or sizelimit or block_size:
@@ -162,7 +162,6 @@ def attach_image(
     backing = _open_image(k, image, read_only)
     try:
         size = _check_range(backing, offset, sizelimit)
-        seen = inspect(k, backing.fd, offset, size) if inspect is not None else None
         if backing.read_only:
             flags |= abi.LO_FLAGS_READ_ONLY
         config = _LOOP_CONFIG.pack(
@@ -188,9 +187,18 @@ def attach_image(
             dev = _attach_free(k, backing, config, want)
         else:
             dev = _attach_named(k, device, backing, config, want)
+        if inspect is None:
+            return dev, None
+        # After LOOP_CONFIGURE, not before: a read before it can dirty the image's inode
+        # (relatime atime update) that the fsync inside LOOP_CONFIGURE (6.18) then commits.
+        try:
+            return dev, inspect(k, backing.fd, offset, size)
+        except BaseException:
+            with contextlib.suppress(LoopdevError):
+                dev.detach(wait=True)
+            raise
     finally:
         k.close(backing.fd)
-    return dev, seen
 
 
 @dataclass(slots=True)
