@@ -73,6 +73,7 @@ def test_freeze_and_thaw_errors() -> None:
 
     run = run_model("v6.11", main)
     assert run.ok, run.outcome.describe()
+    assert run.outcome.lockdep == []  # thaw's lockdep re-acquire is a trylock: no s_umount cycle
     assert (run.notes["again"], run.notes["thawed"], run.notes["tmpfs"]) == (
         errno.EBUSY, errno.EINVAL, errno.EOPNOTSUPP
     )  # fmt: skip

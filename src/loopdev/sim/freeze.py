@@ -78,10 +78,11 @@ def lockdep_sb_freeze_release(sb: SuperBlock) -> None:
 
 @kfunc
 def lockdep_sb_freeze_acquire(sb: SuperBlock) -> None:
-    """``percpu_rwsem_acquire``: the thawing task takes lockdep ownership (no waiting)."""
+    """``percpu_rwsem_acquire``: the thawing task takes lockdep ownership (no waiting; a
+    trylock acquisition, so it records no dependency on what the thawer holds)."""
     s = _sched.current_scheduler()
     w = sb.s_writers
-    s.lockdep.acquire(s.current, w, w.lock_class, op="percpu_rwsem_acquire")
+    s.lockdep.acquire(s.current, w, w.lock_class, trylock=True, op="percpu_rwsem_acquire")
 
 
 @kfunc
