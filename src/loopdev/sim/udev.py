@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from loopdev import abi
 from loopdev.kernel import Kernel, Process, Uevent
 from loopdev.lab import images
+from loopdev.lab.userspace.program import spend_cpu
 
 #: systemd 252 src/udev/udevd.c: retry a locked device's event every 200 ms, for up to 3 min.
 EVENT_RETRY_INTERVAL = 0.2
@@ -151,8 +152,7 @@ class Udevd:
     def _busy(self, yields_max: int, sleep_max: float) -> None:
         """Spend a random amount of CPU (yields) and, if configured, of virtual time."""
         if yields_max > 0:
-            for _ in range(int(yields_max * self.k.random())):
-                self.k.sleep(0)
+            spend_cpu(self.k, int(yields_max * self.k.random()))
         if sleep_max > 0:
             self.k.sleep(sleep_max * self.k.random())
 

@@ -26,6 +26,18 @@ EXEC_YIELDS_MIN = 10
 EXEC_YIELDS_RANGE = 40
 
 
+def spend_cpu(kernel: Kernel, yields: int) -> None:
+    """Userspace CPU time in the model's currency: ``yields`` ``sched_yield`` calls. A kernel
+    that can make them in one go (the model's ``sched_yields``) does; otherwise
+    ``sleep(0)`` each."""
+    batch = getattr(kernel, "sched_yields", None)
+    if batch is not None:
+        batch(yields)
+        return
+    for _ in range(yields):
+        kernel.sleep(0)
+
+
 def exec_cost(kernel: Kernel) -> None:
     """The CPU a freshly exec()ed program spends before its first interesting system call
     (ld.so, libc and libmount start-up, option parsing: about a millisecond on a real
@@ -33,8 +45,7 @@ def exec_cost(kernel: Kernel) -> None:
     virtual time for userspace computation, so this is spent as ``sched_yield`` calls
     (scheduling points), ``EXEC_YIELDS_MIN`` plus a random share of ``EXEC_YIELDS_RANGE``
     drawn from ``kernel.random()``. On the real kernel it is a few no-op yields."""
-    for _ in range(EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random())):
-        kernel.sleep(0)
+    spend_cpu(kernel, EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random()))
 
 
 def strerror(code: int) -> str:
