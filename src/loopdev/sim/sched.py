@@ -750,25 +750,39 @@ def emit(kind: str, name: str, detail: str = "") -> None:
         s.trace.emit(kind, name, detail)
 
 
+def tracing() -> bool:
+    """Whether the running scheduler records a trace: guard costly event details with it."""
+    s = _current
+    return s is not None and s.tracing
+
+
 # -- kfunc -------------------------------------------------------------------------------------
 
 
 def _wrap_kfunc(fn: Callable[P, R], kname: str) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        s = _current
-        t = s.current if s is not None else None
-        if s is None or t is None:
-            return fn(*args, **kwargs)
-        t.kstack.append(kname)
-        if s.tracing:
-            s.trace.emit("enter", kname)
+    def traced(s: Scheduler, stack: list[str], *args: P.args, **kwargs: P.kwargs) -> R:
+        stack.append(kname)
+        s.trace.emit("enter", kname)
         try:
             return fn(*args, **kwargs)
         finally:
-            t.kstack.pop()
+            stack.pop()
             if s.tracing and not s._tearing_down:
                 s.trace.emit("leave", kname)
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        s = _current
+        if s is None or s.current is None:
+            return fn(*args, **kwargs)
+        stack = s.current.kstack
+        if s.tracing:
+            return traced(s, stack, *args, **kwargs)
+        stack.append(kname)  # the hot path: tracing off, only the kernel stack for lockdep
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stack.pop()
 
     return wrapper
 
@@ -852,5 +866,5 @@ __all__ = [
     "NondeterminismError", "RandomWalk", "Replay", "RunOutcome", "Scheduler", "SchedulerError",
     "Strategy", "Thread", "WaitEdge", "block", "choose", "current_scheduler", "current_thread",
     "decode_token", "emit", "encode_token", "explore", "kfunc", "maybe_scheduler", "now", "point",
-    "sleep", "spawn", "wake",
+    "sleep", "spawn", "tracing", "wake",
 ]  # fmt: skip

@@ -169,10 +169,13 @@ def task_work_add(task: Task, callback: Callable[[], object], notify: int = TWA_
     s = _sched.current_scheduler()
     s.yield_point(f"task_works:{task.name}")
     if task.task_works_dead:
-        _emit("point", "task_work_add", f"{_cb_name(callback)} -> {task.name}: -ESRCH")
+        if s.tracing:
+            s.trace.emit("point", "task_work_add", f"{_cb_name(callback)} -> {task.name}: -ESRCH")
         return -errno.ESRCH
-    task.task_works.append((callback, _cb_name(callback)))
-    _emit("point", "task_work_add", f"{_cb_name(callback)} -> {task.name}")
+    name = _cb_name(callback)
+    task.task_works.append((callback, name))
+    if s.tracing:
+        s.trace.emit("point", "task_work_add", f"{name} -> {task.name}")
     return 0
 
 
@@ -214,7 +217,8 @@ def exit_files(task: Task) -> None:
     """Close every fd of an exiting task (fput of each file)."""
     for fd in sorted(task.files):
         f = task.files.pop(fd)
-        _emit("point", "filp_close", f"fd {fd}")
+        if _sched.tracing():
+            _emit("point", "filp_close", f"fd {fd}")
         if filp_close_hook is not None:
             filp_close_hook(task, fd, f)
         else:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from loopdev.kernel import Uevent
-from loopdev.sim.sched import emit, kfunc
+from loopdev.sim.sched import emit, kfunc, tracing
 from loopdev.sim.sync import WaitQueue, wait_event, wake_up
 from loopdev.sim.vfs import File, FileOperations, Inode
 
@@ -50,7 +50,8 @@ class UeventBus(FileOperations):
         self.seqnum += 1
         full = {"ACTION": action, "DEVPATH": devpath, **env, "SEQNUM": str(self.seqnum)}
         ev = Uevent(action=action, devpath=devpath, env=full)
-        emit("uevent", action, " ".join(f"{k}={v}" for k, v in full.items() if k != "ACTION"))
+        if tracing():
+            emit("uevent", action, " ".join(f"{k}={v}" for k, v in full.items() if k != "ACTION"))
         for sock in self.sockets:
             sock.queue.append(ev)
             if sock.wq.waiters:

@@ -152,7 +152,8 @@ def queue_work(wq: WorkqueueLike, work: Work) -> bool:
     s = _sched.current_scheduler()
     s.yield_point(q.name)
     if work.pending:
-        _sched.emit("point", "queue_work", f"{work.name} -> {q.name}: already pending")
+        if s.tracing:
+            s.trace.emit("point", "queue_work", f"{work.name} -> {q.name}: already pending")
         return False
     if q.destroyed or (q.draining and not _from_own_worker(q)):
         _sched.emit("fail", "WARNING: queue_work on a dying workqueue", f"{work.name} -> {q.name}")
@@ -163,7 +164,8 @@ def queue_work(wq: WorkqueueLike, work: Work) -> bool:
     work.seq = q.seq
     q.inflight[q.seq] = work
     q.queue.append((q.seq, work))
-    _sched.emit("point", "queue_work", f"{work.name} -> {q.name}")
+    if s.tracing:
+        s.trace.emit("point", "queue_work", f"{work.name} -> {q.name}")
     if q.idle > 0:
         for t in q.more_work.waiters:
             s.wake(t)

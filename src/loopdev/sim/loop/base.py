@@ -69,6 +69,8 @@ class LoopDevice:
     def __init__(self, number: int) -> None:
         self.lo_number = number
         self._lo_state = Lo_unbound
+        self._name = f"loop{number}"
+        self._state_obj = f"loop{number}:lo_state"  # the object of its scheduling points
         self.lo_flags = 0
         self.lo_offset = 0
         self.lo_sizelimit = 0
@@ -93,14 +95,14 @@ class LoopDevice:
     @property
     def lo_state(self) -> int:
         """A read of ``lo->lo_state`` (racy where the kernel reads it racily)."""
-        point("read", f"loop{self.lo_number}:lo_state")
+        point("read", self._state_obj)
         return self._lo_state
 
     @lo_state.setter
     def lo_state(self, value: int) -> None:
-        point("write", f"loop{self.lo_number}:lo_state")
+        point("write", self._state_obj)
         self._lo_state = value
-        emit("state", f"loop{self.lo_number}", STATE_NAMES[value])
+        emit("state", self._name, STATE_NAMES[value])
 
     def __repr__(self) -> str:
         return f"<loop{self.lo_number} {STATE_NAMES[self._lo_state]}>"
