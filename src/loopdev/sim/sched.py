@@ -582,11 +582,14 @@ class Scheduler:
                     f"replay made {len(self.stream)} choices, the recording {len(self._expect)}"
                 )
         finally:
+            # the wait-for graph first: unwinding abandoned threads runs their `finally`
+            # blocks (locks released, syscalls returning), which would rewrite it
+            waits = self.wait_graph() if self._outcome == "deadlock" else ([], [])
             self._teardown()
             _current = prev
         if self._fatal is not None:
             raise self._fatal
-        outcome = self._make_outcome()
+        outcome = self._make_outcome(waits)
         self.strategy.end(outcome)
         return outcome
 
@@ -622,6 +625,9 @@ class Scheduler:
     def _teardown(self) -> None:
         self._tearing_down = True
         self.max_steps = -1  # every yield_point takes its slow path and returns
+        # the run is over: what unwinding does (locks released out of order, syscalls
+        # "returning" with locks held) is not the model's behaviour, so lockdep looks away
+        self.lockdep.enabled = False
         for t in self.threads:
             g = t.glet
             if g is not None and not g.dead:
@@ -654,7 +660,9 @@ class Scheduler:
                 break
         return edges, cycle
 
-    def _make_outcome(self) -> RunOutcome:
+    def _make_outcome(
+        self, waits: tuple[list[WaitEdge], list[str]] = ([], [])
+    ) -> RunOutcome:
         kind = self._outcome or "ok"
         out = RunOutcome(
             kind=kind,
@@ -667,7 +675,7 @@ class Scheduler:
             lockdep=list(self.lockdep.reports),
         )
         if kind == "deadlock":
-            out.waits, out.cycle = self.wait_graph()
+            out.waits, out.cycle = waits
         if self._error is not None:
             t, e, tb = self._error
             out.error, out.traceback, out.thread = e, tb, t.name
