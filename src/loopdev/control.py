@@ -513,7 +513,12 @@ def _bind(k: Kernel, fd: int, path: str, b: _Backing, config: bytes, want: _Want
     if _configure_supported.get(k.name, True):
         buf = bytearray(config)
         try:
-            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, buf))
+            try:
+                k.ioctl(fd, abi.LOOP_CONFIGURE, buf)
+            except OSError as e:
+                if e.errno != errno.EAGAIN:
+                    raise
+                _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, buf))
             return
         except OSError as e:
             if e.errno == errno.EBUSY:

@@ -175,9 +175,9 @@ class LoopDevice:
                     raise LoopdevError(f"{self.path}: detach failed: {why(e)}") from None
         finally:
             self.relinquish()
-        if wait:
-            # On 6.11+ the teardown runs in the last close: usually the relinquish above, so
-            # the first check (one stat) already sees the device unbound.
+        # On 6.11+ the teardown runs in the last close: usually the relinquish above, so the
+        # first check (one access(2)) already sees the device unbound.
+        if wait and sysfs.is_bound(kernel, self.number):
             wait_until_detached(kernel, self.number, self.diskseq, timeout)
 
     def __enter__(self) -> LoopDevice:
