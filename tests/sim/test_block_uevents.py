@@ -31,7 +31,7 @@ def test_attach_one_change_detach_two_with_old_diskseq(variant: str) -> None:
         notes["sys_seq"] = int(k.readfile(f"/sys/block/loop{n}/diskseq"))
         notes["attach"] = drain(k, sock)
         k.close(lfd)
-        k.sleep(0.01)
+        k.sleep(0.05)  # an asynchronous teardown freezes the queue: an RCU grace period
         notes["detach"] = drain(k, sock)
         fd = k.open(f"/dev/loop{n}", abi.O_RDONLY)
         notes["seq_after"] = u64_ioctl(k, fd, abi.BLKGETDISKSEQ)

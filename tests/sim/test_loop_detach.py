@@ -103,7 +103,7 @@ def test_open_during_rundown_fails_with_enxio(variant: str) -> None:
         k.sleep(0.005)
         n = notes["n"]
         notes["during"] = errno_of(lambda: k.open(f"/dev/loop{n}", abi.O_RDONLY))
-        k.sleep(0.01)
+        k.sleep(0.05)  # the teardown's queue freeze waits an RCU grace period (12-16 ms)
         fd = k.open(f"/dev/loop{n}", abi.O_RDONLY)
         notes["after"] = errno_of(
             lambda: k.ioctl(fd, abi.LOOP_GET_STATUS64, abi.LoopInfo64.buffer())

@@ -20,7 +20,7 @@ def run(body: Callable[[SimKernel, Udevd], None], seed: int = 0, variant: str = 
     box: list[Udevd] = []
 
     def sh() -> None:
-        d = start_udevd(k, UdevConfig(rules_yields_max=5, hold_yields_max=5))
+        d = start_udevd(k, UdevConfig(rules_max=0.0005, hold_max=0.0005))
         box.append(d)
         try:
             body(k, d)

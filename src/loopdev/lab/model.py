@@ -116,10 +116,8 @@ def _userspace(kernel: Any, row: str) -> Userspace:
     """The row's userspace; the modelled util-linux programs (and mkfs) are registered with
     the kernel in every case (loopdev rows use them only to build images)."""
     version = "2.38" if row == "loopdev" else row.removeprefix("util-linux-")
-    progs = importlib.import_module("loopdev.lab.userspace").util_linux_programs(version)
-    for name, prog in progs.items():
-        # port programs take (kernel, argv); the model's run() also passes stdin
-        kernel.register_program(name, lambda k, argv, _stdin, p=prog: p(k, argv))
+    # each modelled program starts with its exec cost, as in the claim tests (one registry)
+    importlib.import_module("loopdev.lab.userspace").register_util_linux(kernel, version)
     return LoopdevLibrary(kernel) if row == "loopdev" else UtilLinux(kernel, row)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loopdev import abi
+from loopdev.sim.rcu import synchronize_rcu
 from loopdev.sim.sched import kfunc, point
 from loopdev.sim.sync import (
     Completion,
@@ -484,6 +485,10 @@ class BlockLayer:
         point("blk_freeze_queue_start", q.name)
         q.mq_freeze_depth += 1
         lock_map_acquire(q.io_lockdep_map)
+        if q.mq_freeze_depth == 1:
+            # percpu_ref_kill(&q->q_usage_counter): the counter leaves percpu mode only after
+            # an RCU grace period, and only then can it be seen reaching zero
+            synchronize_rcu()
         wait_event(q.mq_freeze_wq, lambda: q.q_usage_counter == 0)
 
     @kfunc

@@ -13,7 +13,7 @@ uevent of a block device follows systemd 252:
    lock. Then ``flock(LOCK_SH|LOCK_NB)``; EAGAIN (someone holds ``LOCK_EX``, systemd's
    block-device locking) requeues the event and retries after
    :data:`EVENT_RETRY_INTERVAL` (up to :data:`EVENT_RETRY_TIMEOUT`).
-2. The rules run (a random amount of work, see :class:`UdevConfig`). 60-persistent-storage.rules skips loop
+2. The rules run (a random amount of CPU time, see :class:`UdevConfig`). 60-persistent-storage.rules skips loop
    devices without ``loop/backing_file``; otherwise ``IMPORT{builtin}="blkid"`` opens the
    device again (``sd_device_open``, same DISKSEQ check), reads the superblock area, closes.
 3. The worker finishes (more random time) and closes the lock fd — this close may be the loop
@@ -45,19 +45,19 @@ BLKID_OPEN_FLAGS = abi.O_RDONLY | abi.O_CLOEXEC | abi.O_NONBLOCK
 
 @dataclass(frozen=True)
 class UdevConfig:
-    """How long the modelled worker takes.
+    """How long the modelled worker takes, in seconds of the virtual clock.
 
-    Userspace computation takes no virtual time in the model (only sleeps and timeouts move
-    the clock), so the work of udev's rules and of the blkid probe is modelled as CPU time in
-    the model's own currency: a number of ``sched_yield`` calls (scheduling points), each
-    count drawn as ``max * kernel.random()``. ``*_sleep_max`` add virtual-time waits the same
-    way (0 by default: a sleeping udevd only wakes when everything else is idle).
+    Rule processing and the blkid probe are userspace CPU time: the worker spends it as
+    virtual time (see :func:`~loopdev.lab.userspace.program.spend_cpu`), each duration drawn
+    as ``max * kernel.random()`` from the choice stream. The defaults (0-2 ms of rules before
+    the probe, 0-3 ms more before the lock fd is closed) overlap the 1-3 ms a util-linux
+    program needs to start, so the worker's last close can land before, inside or after a
+    mount(8)'s loop-device scan — both orders happen, as with the real udevd (which measured
+    1-10 ms from an attach to its last close on this machine kind, RESEARCH §6).
     """
 
-    rules_yields_max: int = 40  # from taking the lock to the blkid builtin
-    hold_yields_max: int = 80  # from the probe to the worker closing the lock fd
-    rules_sleep_max: float = 0.0
-    hold_sleep_max: float = 0.0
+    rules_max: float = 0.002  # from taking the lock to the blkid builtin
+    hold_max: float = 0.003  # from the probe to the worker closing the lock fd
     poll: float = 0.05  # uevent_read timeout: how quickly stop() is noticed
     blkid: bool = True  # run the blkid builtin (IMPORT{builtin}="blkid")
 
@@ -149,12 +149,9 @@ class Udevd:
 
     # -- the worker ------------------------------------------------------------------------
 
-    def _busy(self, yields_max: int, sleep_max: float) -> None:
-        """Spend a random amount of CPU (yields) and, if configured, of virtual time."""
-        if yields_max > 0:
-            spend_cpu(self.k, int(yields_max * self.k.random()))
-        if sleep_max > 0:
-            self.k.sleep(sleep_max * self.k.random())
+    def _busy(self, seconds_max: float) -> None:
+        """Spend a random share of ``seconds_max`` computing."""
+        spend_cpu(self.k, seconds_max * self.k.random())
 
     @staticmethod
     def devnode(ev: Uevent) -> str:
@@ -210,10 +207,10 @@ class Udevd:
             # EAGAIN: requeue; anything else: "Failed to process device, ignoring"
             return e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK)
         try:
-            self._busy(self.config.rules_yields_max, self.config.rules_sleep_max)
+            self._busy(self.config.rules_max)
             if self.config.blkid and self._persistent_storage_applies(ev):
                 self.builtin_blkid(ev)
-            self._busy(self.config.hold_yields_max, self.config.hold_sleep_max)
+            self._busy(self.config.hold_max)
         finally:
             if lock_fd is not None:
                 self.k.close(lock_fd)

@@ -17,7 +17,7 @@ from loopdev.lab.userspace.libmount import UtilLinux
 from loopdev.lab.userspace.losetup import losetup_main
 from loopdev.lab.userspace.mkfs import mkfs_main, mksquashfs_main
 from loopdev.lab.userspace.mount import mount_main, umount_main
-from loopdev.lab.userspace.program import Program, exec_cost
+from loopdev.lab.userspace.program import Program, exec_time
 
 __all__ = ["Program", "UtilLinux", "register_util_linux", "util_linux_programs"]
 
@@ -54,7 +54,7 @@ def _mkfs(fstype: str) -> Program:
 def register_util_linux(kernel: Any, version: str = "2.38") -> dict[str, Program]:
     """Register the programs with ``kernel.register_program(name, factory)`` (SimKernel's
     registry, whose programs are called ``(kernel, argv, stdin)``); each run starts with the
-    program's exec cost (:func:`~loopdev.lab.userspace.program.exec_cost`)."""
+    program's start-up time (:func:`~loopdev.lab.userspace.program.exec_time`)."""
     progs = util_linux_programs(version)
     for name, prog in progs.items():
         kernel.register_program(name, _with_stdin(prog))
@@ -63,7 +63,7 @@ def register_util_linux(kernel: Any, version: str = "2.38") -> dict[str, Program
 
 def _with_stdin(prog: Program) -> Callable[[Kernel, Sequence[str], bytes | None], RunResult]:
     def run(kernel: Kernel, argv: Sequence[str], stdin: bytes | None) -> RunResult:
-        exec_cost(kernel)
+        exec_time(kernel)
         return prog(kernel, argv)
 
     return run

@@ -21,31 +21,48 @@ MNT_EX_SOFTWARE = 4
 MNT_EX_FAIL = 32
 
 
-#: exec cost of a program, in sched_yield calls (see :func:`exec_cost`).
+#: fork + exec + ld.so + library start-up of a util-linux program, in seconds (RESEARCH §6:
+#: ``losetup -f --show`` + ``losetup -d`` take 3.6 ms per cycle, ``mount -o loop,ro`` +
+#: ``umount`` 7.3 ms on this machine kind; most of it is start-up).
+EXEC_SECONDS_MIN = 0.001
+EXEC_SECONDS_RANGE = 0.002
+
+
+def spend_cpu(kernel: Kernel, seconds: float) -> None:
+    """Userspace CPU time: ``seconds`` of the virtual clock (``nanosleep`` in the model).
+
+    The model's clock only moves when no task is runnable, so while a program computes, every
+    runnable kernel worker runs first — as on a real machine, where a woken kworker gets an
+    idle CPU within microseconds and never waits for a whole fork + exec. Races between
+    userspace programs stay: how long each one computes is drawn from the choice stream."""
+    if seconds > 0:
+        kernel.sleep(seconds)
+
+
+def exec_time(kernel: Kernel) -> None:
+    """The CPU a freshly exec()ed util-linux program spends before its first interesting
+    system call: ``EXEC_SECONDS_MIN`` plus a random share of ``EXEC_SECONDS_RANGE`` (1-3 ms)
+    of virtual time."""
+    spend_cpu(kernel, EXEC_SECONDS_MIN + EXEC_SECONDS_RANGE * kernel.random())
+
+
+#: the older currency of start-up cost, in ``sched_yield`` calls (see :func:`exec_cost`)
 EXEC_YIELDS_MIN = 10
 EXEC_YIELDS_RANGE = 40
 
 
-def spend_cpu(kernel: Kernel, yields: int) -> None:
-    """Userspace CPU time in the model's currency: ``yields`` ``sched_yield`` calls. A kernel
-    that can make them in one go (the model's ``sched_yields``) does; otherwise
-    ``sleep(0)`` each."""
+def exec_cost(kernel: Kernel) -> None:
+    """Start-up cost spent as ``sched_yield`` calls (scheduling points, no virtual time),
+    ``EXEC_YIELDS_MIN`` plus a random share of ``EXEC_YIELDS_RANGE``. Kept for the modelled
+    fio, whose I/O takes no virtual time either (its kill-during-I/O race relies on it);
+    the util-linux programs use :func:`exec_time`."""
+    yields = EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random())
     batch = getattr(kernel, "sched_yields", None)
     if batch is not None:
         batch(yields)
         return
     for _ in range(yields):
         kernel.sleep(0)
-
-
-def exec_cost(kernel: Kernel) -> None:
-    """The CPU a freshly exec()ed program spends before its first interesting system call
-    (ld.so, libc and libmount start-up, option parsing: about a millisecond on a real
-    machine, far longer than a runnable kworker waits for a CPU). The model does not charge
-    virtual time for userspace computation, so this is spent as ``sched_yield`` calls
-    (scheduling points), ``EXEC_YIELDS_MIN`` plus a random share of ``EXEC_YIELDS_RANGE``
-    drawn from ``kernel.random()``. On the real kernel it is a few no-op yields."""
-    spend_cpu(kernel, EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random()))
 
 
 def strerror(code: int) -> str:
