@@ -1,8 +1,11 @@
 """detach-open: blktests loop/010's shape — LOOP_CLR_FD racing with opens and probes.
 
-A prober opens the device and reads its first block (what blkid / a partition scan does); a
-verifier opens it, checks it with LOOP_GET_STATUS64 and then reads. Meanwhile the userspace
-detaches it. A user must never get a device that opened (or verified) fine and then fails
+A prober opens the device and reads its first block, again and again (what blkid in a loop /
+a partition scan does: the reproducer of 18048c1af783 "loop: Fix a race between loop detach
+and loop open"); a verifier opens it, checks it with LOOP_GET_STATUS64 and then reads.
+Meanwhile the userspace detaches it. Before 6.11 a LOOP_CLR_FD by the only opener tears the
+device down inside the ioctl, and an open that lands during that teardown succeeds and then
+reads EIO; 6.11 refuses opens during the rundown and tears down only at the last close. A user must never get a device that opened (or verified) fine and then fails
 its reads with EIO, and the device must really be gone after the detach.
 """
 
@@ -52,9 +55,19 @@ def _open_and_read(env: Env, dev: str, verify: bool) -> None:
         k.close(fd)
 
 
-def _probe(env: Env, dev: str, times: int = 3) -> None:
-    """Open and read repeatedly, as a prober re-scanning a changing device does."""
-    for _ in range(times):
+#: probes per trial and the longest pause between two (18048c1af783's reproducer runs
+#: ``blkid`` in a loop against ``losetup -d``: one probe per fork + exec, 1-2 ms apart)
+PROBES = 8
+PROBE_GAP = 0.002
+
+
+def _probe(env: Env, dev: str, times: int = PROBES) -> None:
+    """Open and read repeatedly, as blkid in a loop (or udev re-scanning) does, a random
+    pause of up to :data:`PROBE_GAP` between two probes."""
+    k = env.kernel
+    for i in range(times):
+        if i:
+            k.sleep(PROBE_GAP * k.random())
         _open_and_read(env, dev, verify=False)
 
 
