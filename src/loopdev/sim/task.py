@@ -118,7 +118,8 @@ class Task(Thread):
             err = e
         finally:
             self.in_syscall = None
-        exit_to_user_mode()
+        if s.tracing or self.task_works or self.held or SIGKILL in self.signals:
+            exit_to_user_mode()  # (with nothing to do and no trace to write, it is a no-op)
         if s.tracing:
             s.trace.emit("sysret", name, _fmt_ret(ret, err))
         if err is not None:
@@ -147,10 +148,13 @@ def _fmt_ret(ret: object, err: OSError | None) -> str:
 
 def current() -> Task:
     """The running task."""
-    t = _sched.current_thread()
-    if not isinstance(t, Task):
-        raise _sched.SchedulerError(f"{t.name} is a plain Thread, not a Task")
-    return t
+    s = _sched._current
+    if s is not None:
+        t = s.current
+        if isinstance(t, Task):
+            return t
+    th = _sched.current_thread()  # SchedulerError outside a run or a thread
+    raise _sched.SchedulerError(f"{th.name} is a plain Thread, not a Task")
 
 
 def _emit(kind: str, name: str, detail: str = "") -> None:

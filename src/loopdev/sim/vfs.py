@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +38,14 @@ FMODE_WRITE = 0x2
 FMODE_EXCL = 0x80
 
 S_IFMT = abi.S_IFMT
+S_IFDIR = abi.S_IFDIR
+S_IFREG = abi.S_IFREG
+S_IFLNK = abi.S_IFLNK
 MAX_SYMLINKS = 40
 
 
 def err(code: int, what: str = "") -> OSError:
     """An OSError with the real errno and strerror text."""
-    import os
-
     msg = os.strerror(code)
     return OSError(code, f"{msg}: {what}" if what else msg)
 
@@ -172,26 +174,28 @@ class SuperBlock:
 
 def mknod(parent: Inode, name: str, mode: int, rdev: int = 0) -> Inode:
     """Create a child inode (regular, dir, device node) in an in-memory directory."""
-    assert parent.children is not None
+    children = parent.children
+    assert children is not None
     node = Inode(parent.i_sb, mode, name, parent)
     node.rdev = rdev
-    if node.is_dir():
+    kind = mode & S_IFMT
+    if kind == S_IFDIR:
         node.children = {}
         node.nlink = 2
-    elif node.is_reg():
+    elif kind == S_IFREG:
         node.data = bytearray()
-    parent.children[name] = node
+    children[name] = node
     return node
 
 
 def mkdir_p(root: Inode, path: str) -> Inode:
     """Create directories along `path` (relative to `root`), returning the last."""
     node = root
-    for part in path.strip("/").split("/"):
+    for part in path.split("/"):
         if not part:
             continue
         nxt = node.lookup(part)
-        node = nxt if nxt is not None else mknod(node, part, abi.S_IFDIR | 0o755)
+        node = nxt if nxt is not None else mknod(node, part, S_IFDIR | 0o755)
     return node
 
 
@@ -681,11 +685,13 @@ class Vfs:
             raise err(errno.ENOENT, path)
         comps = [c for c in path.split("/") if c and c != "."]
         comps.reverse()
+        mount_hash = self.mount_hash
         root = self.root_mnt
         rmnt = root
         rino = root.mnt_root
-        while (over := self.lookup_mnt(rmnt, rino)) is not None:
-            rmnt, rino = over, over.mnt_root
+        while over_stack := mount_hash.get((rmnt, rino)):
+            rmnt = over_stack[-1]
+            rino = rmnt.mnt_root
         stack: list[tuple[Mount, Inode]] = [(rmnt, rino)]
         names: list[str] = []
         links = depth
@@ -697,14 +703,15 @@ class Vfs:
                     names.pop()
                 continue
             mnt, ino = stack[-1]
-            if not ino.is_dir():
+            if ino.mode & S_IFMT != S_IFDIR:
                 raise err(errno.ENOTDIR, path)
             child = ino.lookup(c)
             if child is None:
                 raise err(errno.ENOENT, path)
-            while (over := self.lookup_mnt(mnt, child)) is not None:
-                mnt, child = over, over.mnt_root
-            if child.is_lnk() and (comps or follow):
+            while over_stack := mount_hash.get((mnt, child)):
+                mnt = over_stack[-1]
+                child = mnt.mnt_root
+            if child.mode & S_IFMT == S_IFLNK and (comps or follow):
                 links += 1
                 if links > MAX_SYMLINKS:
                     raise err(errno.ELOOP, path)
