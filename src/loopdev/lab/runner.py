@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopdev.lab import model
-from loopdev.lab.claims import ClaimVerdict, judge_all
+from loopdev.lab.claims import CLAIMS, ClaimVerdict, judge_all
 from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, RunRecord
 from loopdev.lab.scenarios import all_scenarios
 from loopdev.lab.scenarios.base import Scenario
@@ -90,12 +90,19 @@ def _chunks(keys: Sequence[CellKey], cfg: LabConfig, deadline: float) -> list[_C
     seeds = list(range(cfg.seed, cfg.seed + cfg.budget))
     out: list[_Chunk] = []
     size = len(seeds) if cfg.strategy == "dfs" else CHUNK
-    # round-robin over cells so that a time limit cuts every cell short, not the last ones
-    for start in range(0, len(seeds), size):
-        for key in keys:
-            out.append(
-                _Chunk(key, cfg.strategy, tuple(seeds[start : start + size]), cfg.max_steps, deadline)
-            )
+    # the cells RESEARCH §3's claims name first (all their chunks), so that a time limit never
+    # leaves a claim unchecked; then round-robin over the other cells, so that a time limit
+    # cuts every cell short, not the last ones
+    named = {e.key for c in CLAIMS for e in c.expects}
+    for group in ([k for k in keys if k in named], [k for k in keys if k not in named]):
+        for start in range(0, len(seeds), size):
+            for key in group:
+                out.append(
+                    _Chunk(
+                        key, cfg.strategy, tuple(seeds[start : start + size]), cfg.max_steps,
+                        deadline,
+                    )
+                )
     return out
 
 
