@@ -98,18 +98,47 @@ def _model_image_maker(kernel: Kernel) -> Callable[..., str]:
 
 
 def _has_program(kernel: Any, name: str) -> bool:
+    has = getattr(kernel, "has_program", None)
+    if has is not None:
+        return bool(has(name))
     mod = importlib.import_module("loopdev.sim.kernel")
     table = {**mod.registered_programs(), **getattr(kernel, "programs", {})}
     return name in table or name.rsplit("/", 1)[-1] in table
 
 
-def _model_starter(kernel: Kernel) -> Callable[[Sequence[str], str], Process]:
+def _model_starter(kernel: Any) -> Callable[[Sequence[str], str], Process]:
+    """``env.start``: fork + exec of a modelled program without waiting (``SimKernel.start``),
+    so that the process *is* the program: killing it kills the program, as on Linux."""
+
     def start(argv: Sequence[str], name: str) -> Process:
-        if not _has_program(kernel, argv[0]):
+        starter = getattr(kernel, "start", None)
+        if starter is None or not _has_program(kernel, argv[0]):
             raise Unsupported(f"{argv[0]} is not modelled (its machinery has not landed)")
-        return kernel.spawn(lambda: kernel.run(argv), name)
+        proc: Process = starter(argv, name)
+        return proc
 
     return start
+
+
+def _register_programs(kernel: Any) -> None:
+    """Modelled programs other than util-linux that scenarios start (fio)."""
+    try:
+        fio = importlib.import_module("loopdev.lab.userspace.fio")
+    except ImportError:
+        return
+    fio.register_fio(kernel)
+
+
+def _use_io_uring(sched: Scheduler, variant: str | None) -> str | None:
+    """Select the run's io_uring variant; the reason when the model cannot."""
+    if not variant:
+        return None
+    try:
+        mod = importlib.import_module("loopdev.sim.io_uring")
+        mod.use_io_uring_variant(sched, variant)
+    except (ImportError, AttributeError, ValueError) as e:
+        return f"io_uring variant {variant!r} is not modelled ({e})"
+    return None
 
 
 def _userspace(kernel: Any, row: str) -> Userspace:
@@ -135,8 +164,13 @@ def program(scenario: Scenario, row: str, variant: str, box: _Box) -> Callable[[
         if cls is None:
             box.outcome = Outcome("unsupported", message="the model kernel has not landed yet")
             return
+        why = _use_io_uring(sched, getattr(scenario, "io_uring", None))
+        if why is not None:
+            box.outcome = Outcome("unsupported", message=why)
+            return
         kernel = cls.boot(variant, sched)
         us = _userspace(kernel, row)
+        _register_programs(kernel)
         udevd = (
             importlib.import_module("loopdev.sim.udev").start_udevd(kernel)
             if scenario.udev

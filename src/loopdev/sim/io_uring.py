@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from loopdev import abi
 from loopdev.sim import sched as _sched
 from loopdev.sim.block import REQ_OP_READ, BlockDevice, Request
+from loopdev.sim.rcu import tick_phase
 from loopdev.sim.sched import Scheduler, emit, kfunc, point
 from loopdev.sim.sync import Completion, Mutex, SpinLock, WaitQueue, wait_event, wake_up
 from loopdev.sim.task import (
@@ -166,6 +167,7 @@ class IoRingCtx:
         self.tctx_list: list[IoUringTask] = []
         self.fallback_list: list[IoKiocb] = []
         self.fallback_work: Work
+        self.fallback_flush = False  # flush_delayed_work: run now, not at the next tick
         self.exit_work: Work
         self.freed = False
 
@@ -706,13 +708,19 @@ class IoUring:
             first = not ctx.fallback_list
             ctx.fallback_list.append(req)
             if first:
-                queue_work(system_wq, ctx.fallback_work)  # schedule_delayed_work(.., 1)
+                queue_work(system_wq, ctx.fallback_work)  # delayed by a tick: _fallback_fn
         for ctx in ctxs:
+            ctx.fallback_flush = True  # flush_delayed_work: the timer fires at once
             flush_work(ctx.fallback_work)
+            ctx.fallback_flush = False
             self.percpu_ref_put(ctx)
 
     def _fallback_fn(self, ctx: IoRingCtx) -> Callable[[], None]:
         def io_fallback_req_func() -> None:
+            if not ctx.fallback_flush:
+                # schedule_delayed_work(&ctx->fallback_work, 1): the work runs at the next
+                # timer tick, from just after now to one jiffy later
+                _sched.sleep(tick_phase())
             self.io_fallback_req_func(ctx)
 
         return io_fallback_req_func

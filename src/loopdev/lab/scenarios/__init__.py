@@ -19,6 +19,7 @@ def all_scenarios() -> list[Scenario]:
         NestedUmount(udev=False),
         NestedUmount(udev=True),
         IouringKill(),
+        IouringKill(io_uring="exit-cancel-wait"),
         ResumeChain(),
         DetachOpen(),
         ParallelAttach(),

@@ -3,7 +3,18 @@
 
 On SIGKILL the ring's in-flight requests are cancelled from a kworker and their file
 references dropped later, so an immediate umount can fail with EBUSY (RESEARCH §6: 117 of 120
-with util-linux). The reader is fio on the real kernel; the model needs its io_uring machinery.
+with util-linux). The reader is fio (the real one, or the model's ``fio`` program).
+
+The kill point is chosen the same way on both backends: poll ``/proc/PID/fd`` until fio has
+its data file and its ring open (``sched_yield`` between polls, then short sleeps once that
+takes long), then a random number of further polls (``kernel.random()``: in the model a choice
+of the scheduler's stream, so a failure replays), then SIGKILL. In the model fio's I/O takes
+no virtual time, so a fixed sleep would let it run to the end before the kill; polls with
+``sched_yield`` let the scheduler interleave the kill with fio's I/O instead.
+
+``IouringKill(io_uring="exit-cancel-wait")`` is the same scenario on a kernel whose io_uring
+waits, at exit, for every request and the file references they held (model only: the row
+``iouring-kill[exit-cancel-wait]``).
 """
 
 from __future__ import annotations
@@ -28,29 +39,60 @@ FIO = (
     "--iodepth=64", "--direct=1", "--size=4m", "--time_based", "--runtime=30", "--thread",
     "--output=/dev/null",
 )  # fmt: skip
+#: polls with only ``sched_yield`` between them, before polling backs off to sleeps
+FAST_POLLS = 400
+#: the pause between polls after that (seconds)
+SLOW_POLL = 0.01
+#: at most this many polls after fio is ready, before the kill (drawn uniformly)
+KILL_POLLS = 48
 
 
-def _wait_open(env: Env, pid: int, path: str, timeout: float = 5.0) -> None:
-    """Wait until the reader has ``path`` open (then a little longer, so its ring has I/O in
-    flight); fio takes from 0.1 to over 1 s to get there, depending on load."""
+def _open_files(env: Env, pid: int) -> list[str] | None:
+    """What ``/proc/PID/fd`` points at; None once the process is gone."""
+    k = env.kernel
+    try:
+        fds = k.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    out = []
+    for fd in fds:
+        try:
+            out.append(k.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return out
+
+
+def _ready(files: list[str] | None, path: str) -> bool:
+    """fio has its data file and an io_uring open (its job has started issuing I/O)."""
+    return files is not None and path in files and any("io_uring" in f for f in files)
+
+
+def _pause(env: Env, polls: int) -> None:
+    env.kernel.sleep(0 if polls < FAST_POLLS else SLOW_POLL)
+
+
+def wait_ready(env: Env, pid: int, path: str, timeout: float = 5.0) -> bool:
+    """Bounded wait until the reader is :func:`_ready`; False if it is gone or timed out."""
     k = env.kernel
     t0 = k.monotonic()
-    while k.monotonic() - t0 < timeout:
-        try:
-            fds = k.listdir(f"/proc/{pid}/fd")
-            if any(_readlink(env, f"/proc/{pid}/fd/{fd}") == path for fd in fds):
-                break
-        except OSError:
-            pass
-        k.sleep(0.01)
-    k.sleep(0.15)
+    polls = 0
+    while True:
+        files = _open_files(env, pid)
+        if _ready(files, path):
+            return True
+        if files is None or k.monotonic() - t0 >= timeout:
+            return False
+        _pause(env, polls)
+        polls += 1
 
 
-def _readlink(env: Env, path: str) -> str:
-    try:
-        return env.kernel.readlink(path)
-    except OSError:
-        return ""
+def kill_point(env: Env, pid: int, path: str) -> None:
+    """A random number (from the port's randomness) of further polls while fio runs."""
+    for _ in range(int(env.kernel.random() * KILL_POLLS)):
+        if not _ready(_open_files(env, pid), path):
+            return
+        env.kernel.sleep(0)
 
 
 @dataclass
@@ -58,9 +100,22 @@ class IouringKill:
     """Kill an io_uring reader, then umount, open exclusively and re-mount."""
 
     udev: bool = False
-    model_only: bool = False
-    name: str = "iouring-kill"
-    title: str = "SIGKILL an io_uring reader; umount; exclusive open; re-mount"
+    #: the kernel's io_uring variant (model only); None: the kernel's own
+    io_uring: str | None = None
+
+    @property
+    def model_only(self) -> bool:
+        return self.io_uring is not None
+
+    @property
+    def name(self) -> str:
+        return "iouring-kill" + (f"[{self.io_uring}]" if self.io_uring else "")
+
+    @property
+    def title(self) -> str:
+        on = f" (io_uring {self.io_uring})" if self.io_uring else ""
+        return f"SIGKILL an io_uring reader; umount; exclusive open; re-mount{on}"
+
     source: str = "RESEARCH §6 (fio --ioengine=io_uring, kill -9, umount)"
 
     def _paths(self, env: Env) -> tuple[str, str]:
@@ -76,8 +131,10 @@ class IouringKill:
         k = env.kernel
         env.userspace.mount_loop(image, mnt, read_only=False, step="mount")
         dev = mount_source(env, mnt) or ""
-        reader = env.start([*FIO, f"--filename={mnt}/data"], "fio")
-        _wait_open(env, reader.pid, f"{mnt}/data")
+        data = f"{mnt}/data"
+        reader = env.start([*FIO, f"--filename={data}"], "fio")
+        if wait_ready(env, reader.pid, data):
+            kill_point(env, reader.pid, data)
         reader.kill(signal.SIGKILL)
         reader.wait(10.0)
         timed_umount(env, mnt, "umount")

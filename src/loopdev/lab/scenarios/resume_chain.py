@@ -1,31 +1,47 @@
-"""resume-chain: claim 6's lockdep chain — sendfile from /sys/power/resume into a file on the
-backing filesystem, a freeze of that filesystem, a loop teardown (with I/O to the backing
-file in flight), and a write to /sys/power/resume (which opens the loop device).
+"""resume-chain: claim 6's lockdep chain, from four ordinary programs around an autoclear loop
+device whose image lives on a loop-mounted ext4 (RESEARCH §3 claim 6).
+
+* ``writer`` — one block written to the inner loop device: the loop worker writes the backing
+  file on the host filesystem (``sb_start_write``, inside the loop workqueue's work);
+* ``sendfile`` — ``sendfile`` from ``/sys/power/resume`` into a file on the host filesystem
+  (``sb_writers`` held while the kernfs file's ``of->mutex`` is taken);
+* ``resume`` — the inner device's ``MAJ:MIN`` written to ``/sys/power/resume`` (``of->mutex``
+  held while ``swsusp_check`` opens the device: ``open_mutex``);
+* ``freezer`` — FIFREEZE then FITHAW on the host filesystem.
+
+Each program opens what it uses itself (lockdep's chain is one of lock classes, so nothing
+needs to be shared; a shared open file of /sys/power/resume adds a deadlock of its own that
+every loop version has, see tests/sim/test_lab_resume_chain.py). The programs inherit the inner device's fd; when they are done the scenario closes it (the last close:
+autoclear tears the device down) and waits (bounded) for the device to be unbound. Which
+dependency chain lockdep sees, whether the programs deadlock and when the device goes is up to
+the loop driver of the kernel under test; the scenario asserts only what a user sees: every
+program finishes, none fails with an unexpected error, the device is detached afterwards.
 
 Model only: writing /sys/power/resume or freezing a filesystem is not something the lab does
-to the machine it runs on. Needs the model's sendfile, FIFREEZE and sysfs machinery; without
+to the machine it runs on. Needs the model's sendfile, FIFREEZE and /sys/power/resume; without
 them the scenario reports itself unsupported.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loopdev import abi
-from loopdev.lab.scenarios.base import CAPABILITY_ERRNOS, Env, Unsupported
+from loopdev.lab.scenarios.base import CAPABILITY_ERRNOS, Env, ScenarioFailure, Unsupported
 from loopdev.lab.scenarios.common import (
     detach_backed_by,
     ensure_dir,
     force_umount,
-    mount_source,
     remove,
     run_children,
+    wait_unbound,
 )
+from loopdev.lab.userspace import resume as R
 
-FIFREEZE = 0xC0045877
-FITHAW = 0xC0045878
-RESUME = "/sys/power/resume"
+#: errnos a program may see because the device went away under it: a race, not a failure
+GONE = frozenset({errno.ENXIO, errno.ENODEV, errno.EIO})
 
 
 def _capability(e: OSError, what: str) -> None:
@@ -33,100 +49,93 @@ def _capability(e: OSError, what: str) -> None:
         raise Unsupported(f"{what}: {e.strerror or e.errno} (not modelled yet)") from e
 
 
+def _program(step: str, fn: Callable[[], object], tolerated: frozenset[int]) -> Callable[[], None]:
+    """A child's body: `fn`, with an unexpected errno reported as the user would see it."""
+
+    def body() -> None:
+        try:
+            fn()
+        except OSError as e:
+            _capability(e, step)
+            if e.errno in tolerated:
+                return
+            name = errno.errorcode.get(e.errno or 0, f"errno {e.errno}")
+            raise ScenarioFailure(step, name, e.strerror or name) from e
+
+    return body
+
+
 @dataclass
 class ResumeChain:
-    """Four tasks that together close the open_mutex → … → open_mutex chain."""
+    """Writer, sendfile, resume write and freezer around an autoclear loop device."""
 
     udev: bool = False
     model_only: bool = True
-    #: the chain is the kernel's; which userspace mounts the image does not matter
+    #: the chain is the kernel's; which userspace mounts the host image does not matter
     userspaces: tuple[str, ...] = ("loopdev",)
     name: str = "resume-chain"
-    title: str = "sendfile(/sys/power/resume) + freeze + loop teardown + resume write"
+    title: str = "write to a loop device + sendfile(/sys/power/resume) + freeze + resume write"
     source: str = "RESEARCH §3 claim 6 (lockdep report in the 2022 thread)"
 
-    def _paths(self, env: Env) -> tuple[str, str, str, str]:
+    def _paths(self, env: Env) -> tuple[str, str, str]:
         host_img, host = env.path("host.img"), env.path("host")
-        return host_img, host, f"{host}/loop.img", env.path("mnt")
+        return host_img, host, f"{host}/inner.img"
 
     def prepare(self, env: Env) -> None:
-        host_img, host, image, mnt = self._paths(env)
+        host_img, host, image = self._paths(env)
         k = env.kernel
         if getattr(k, "sendfile", None) is None:
             raise Unsupported("the port has no sendfile (sendfile machinery not landed)")
         try:
-            k.stat(RESUME)
+            k.stat(R.RESUME)
         except OSError as e:
-            _capability(e, RESUME)
+            _capability(e, R.RESUME)
             raise
         env.make_image("ext4", host_img, size_mib=64)
         ensure_dir(env, host)
-        ensure_dir(env, mnt)
         env.userspace.mount_loop(host_img, host, read_only=False, step="prepare: mount host")
         env.make_image("ext2", image, size_mib=8)
 
     def trial(self, env: Env) -> None:
-        _img, host, image, mnt = self._paths(env)
+        _img, host, image = self._paths(env)
         k = env.kernel
-        sendfile = getattr(k, "sendfile", None)
-        assert sendfile is not None
-        env.userspace.mount_loop(image, mnt, read_only=False, step="mount")
-        dev = mount_source(env, mnt) or "/dev/loop0"
-        st = k.stat(dev)
-
-        def reader() -> None:
-            out = k.open(f"{host}/resume.copy", abi.O_WRONLY | abi.O_CREAT | abi.O_TRUNC)
-            try:
-                src = k.open(RESUME, abi.O_RDONLY)
-                try:
-                    sendfile(out, src, 0, 64)
-                finally:
-                    k.close(src)
-            finally:
-                k.close(out)
-
-        def freezer() -> None:
-            fd = k.open(host, abi.O_RDONLY | abi.O_DIRECTORY)
-            try:
-                try:
-                    k.ioctl(fd, FIFREEZE)
-                except OSError as e:
-                    _capability(e, "FIFREEZE")
-                    raise
-                k.ioctl(fd, FITHAW)
-            finally:
-                k.close(fd)
-
-        def teardown() -> None:
-            fd = k.open(f"{mnt}/file", abi.O_WRONLY | abi.O_CREAT)
-            try:
-                k.write(fd, b"x" * 4096)
-            finally:
-                k.close(fd)
-            env.userspace.umount(mnt, step="umount")
-
-        def resume_writer() -> None:
-            fd = k.open(RESUME, abi.O_WRONLY)
-            try:
-                k.write(fd, f"{abi.major(st.rdev)}:{abi.minor(st.rdev)}\n".encode())
-            except OSError as e:
-                _capability(e, "write /sys/power/resume")
-            finally:
-                k.close(fd)
-
+        try:
+            n, fd = R.attach(k, image, abi.LO_FLAGS_AUTOCLEAR)
+        except OSError as e:
+            _capability(e, "attach")
+            raise ScenarioFailure("attach", errno.errorcode.get(e.errno or 0, "?"), str(e)) from e
+        dev = f"/dev/loop{n}"
+        rdev = k.fstat(fd).rdev
         children = {
-            "sendfile": reader,
-            "freezer": freezer,
-            "umount": teardown,
-            "resume": resume_writer,
+            "writer": _program("write to the loop device", lambda: R.backing_writer(k, fd), GONE),
+            "sendfile": _program(
+                "sendfile /sys/power/resume",
+                lambda: R.sendfile_resume(k, f"{host}/resume.copy"),
+                frozenset(),
+            ),
+            # swsusp_check finds no image (EINVAL) or a device going away: both are answers
+            "resume": _program(
+                "write /sys/power/resume",
+                lambda: R.resume_writer(k, rdev),
+                GONE | {errno.EINVAL},
+            ),
+            "freezer": _program("freeze the host", lambda: R.freezer(k, host), frozenset()),
         }
-        for failure in run_children(env, children, timeout=60.0):
+        try:
+            failures = run_children(env, children, timeout=60.0)
+        finally:
+            k.close(fd)  # the last close: autoclear tears the device down
+        for failure in failures:
             raise failure
+        if wait_unbound(env, dev, 5.0) is None:
+            raise ScenarioFailure(
+                "autoclear", "still bound", f"{dev} still bound 5s after its last close"
+            )
 
     def cleanup(self, env: Env) -> None:
-        host_img, host, image, mnt = self._paths(env)
-        force_umount(env, mnt)
+        host_img, host, image = self._paths(env)
         detach_backed_by(env, image)
         force_umount(env, host)
         detach_backed_by(env, host_img)
-        remove(env, mnt, host, host_img)
+        remove(env, host, host_img)
+
