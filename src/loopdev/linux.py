@@ -52,12 +52,21 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _new_stat(**fields: object) -> Stat:
-    """A :class:`Stat` without the frozen dataclass's per-field ``object.__setattr__``
-    (2-3x cheaper; it is built on every stat of the hot paths)."""
-    st = Stat.__new__(Stat)
-    st.__dict__.update(fields)
-    return st
+def _to_stat(st: os.stat_result, mount_root: bool | None = None) -> Stat:
+    """A :class:`Stat` from ``st``, built without the frozen dataclass's per-field
+    ``object.__setattr__`` (2-3x cheaper; the hot paths stat several times per call)."""
+    out = Stat.__new__(Stat)
+    out.__dict__.update(
+        mode=st.st_mode,
+        ino=st.st_ino,
+        dev=st.st_dev,
+        rdev=st.st_rdev,
+        size=st.st_size,
+        nlink=st.st_nlink,
+        uid=st.st_uid,
+        mount_root=mount_root,
+    )
+    return out
 
 
 class LinuxProcess:
@@ -150,7 +159,9 @@ class LinuxKernel:
     def ioctl(self, fd: int, request: int, arg: int | bytearray = 0) -> int:
         """Issue ``request``; a bytearray is passed by pointer and updated in place."""
         if type(arg) is int:
-            return fcntl.ioctl(fd, request, arg)
+            # Without an argument CPython's ioctl skips its two buffer-protocol attempts on the
+            # int (each raises and clears a formatted TypeError): 0 is what it passes anyway.
+            return fcntl.ioctl(fd, request, arg) if arg else fcntl.ioctl(fd, request)
         if request == abi.BLKPG:
             return self._blkpg(fd, arg)  # type: ignore[arg-type]
         return fcntl.ioctl(fd, request, arg, True)
@@ -170,21 +181,8 @@ class LinuxKernel:
     def flock(self, fd: int, operation: int) -> None:
         fcntl.flock(fd, operation)
 
-    @staticmethod
-    def _stat(st: os.stat_result) -> Stat:
-        return _new_stat(
-            mode=st.st_mode,
-            ino=st.st_ino,
-            dev=st.st_dev,
-            rdev=st.st_rdev,
-            size=st.st_size,
-            nlink=st.st_nlink,
-            uid=st.st_uid,
-            mount_root=None,
-        )
-
     def fstat(self, fd: int) -> Stat:
-        return self._stat(os.fstat(fd))
+        return _to_stat(os.fstat(fd))
 
     def stat(self, path: str, follow_symlinks: bool = True) -> Stat:
         """stat(2); for a directory also statx(2)'s STATX_ATTR_MOUNT_ROOT
@@ -195,16 +193,7 @@ class LinuxKernel:
         mount_root = None
         if st.st_mode & abi.S_IFMT == abi.S_IFDIR and self._statx is not None:
             mount_root = self._mount_root(path, follow_symlinks)
-        return _new_stat(
-            mode=st.st_mode,
-            ino=st.st_ino,
-            dev=st.st_dev,
-            rdev=st.st_rdev,
-            size=st.st_size,
-            nlink=st.st_nlink,
-            uid=st.st_uid,
-            mount_root=mount_root,
-        )
+        return _to_stat(st, mount_root)
 
     def _mount_root(self, path: str, follow_symlinks: bool) -> bool | None:
         """STATX_ATTR_MOUNT_ROOT of ``path`` (Linux 5.8+), None if statx cannot tell."""

@@ -164,10 +164,11 @@ def mount_image(
             found = detect(k, dev.fileno())
     if dev is None:
         # A new AUTOCLEAR device, as mount(8) makes them. The superblock is read from the
-        # image file while attaching: a fresh device shows exactly those bytes (its page cache
-        # was dropped at the last detach), and a page-cache read of the file costs a fraction
-        # of an I/O round trip through the loop worker. No write baseline: the handle is only
-        # detached if the mount fails, and then an fsync is fine.
+        # image file right after LOOP_CONFIGURE: a fresh device shows exactly those bytes
+        # (the kernel drops a loop disk's page cache when its binding changes), and a
+        # page-cache read of the file costs a fraction of an I/O round trip through the loop
+        # worker. No write baseline: the handle is only detached if the mount fails, and then
+        # an fsync is fine.
         dev, found = attach_image(
             k,
             image,
