@@ -222,6 +222,7 @@ class BlockLayer:
         self.bd_claim_wq = WaitQueue("bdev_claim")
         self._diskseq = 0
         self.def_blk_fops = BlkdevFileOps(self)
+        self._sysdirs: tuple[Inode, Inode, Inode, Inode] | None = None
 
     # -- disks ----------------------------------------------------------------------------
 
@@ -241,7 +242,8 @@ class BlockLayer:
         dev = disk.part0.bd_dev
         self.disks[dev] = disk
         disk.live = True
-        d = mkdir_p(m.sys_root, f"devices/virtual/block/{disk.disk_name}")
+        virtual, block, class_block, dev_block = self._sysfs_dirs()
+        d = mkdir_p(virtual, disk.disk_name)
         disk.sysfs_dir = d
         majmin = f"{disk.major}:{disk.first_minor}"
         attr(d, "dev", lambda: f"{majmin}\n".encode())
@@ -255,12 +257,25 @@ class BlockLayer:
         q = mkdir_p(d, "queue")
         attr(q, "logical_block_size", lambda: f"{disk.queue.logical_block_size}\n".encode())
         rel = f"../devices/virtual/block/{disk.disk_name}"
-        symlink(mkdir_p(m.sys_root, "block"), disk.disk_name, rel)
-        symlink(mkdir_p(m.sys_root, "class/block"), disk.disk_name, "../" + rel)
-        symlink(mkdir_p(m.sys_root, "dev/block"), majmin, "../" + rel)
+        symlink(block, disk.disk_name, rel)
+        symlink(class_block, disk.disk_name, "../" + rel)
+        symlink(dev_block, majmin, "../" + rel)
         node = mknod(m.dev_root, disk.disk_name, abi.S_IFBLK | 0o660, dev)
         node.nlink = 1
         self.kobject_uevent(disk, "add")
+
+    def _sysfs_dirs(self) -> tuple[Inode, Inode, Inode, Inode]:
+        """/sys/devices/virtual/block, /sys/block, /sys/class/block, /sys/dev/block."""
+        dirs = self._sysdirs
+        if dirs is None:
+            root = self.machine.sys_root
+            dirs = self._sysdirs = (
+                mkdir_p(root, "devices/virtual/block"),
+                mkdir_p(root, "block"),
+                mkdir_p(root, "class/block"),
+                mkdir_p(root, "dev/block"),
+            )
+        return dirs
 
     def _uevent_text(self, disk: Gendisk) -> str:
         return (

@@ -58,10 +58,22 @@ class Inode:
     symlink (``target`` / ``link_fn``, magic links with ``jump_fn``), device node (``rdev``),
     or a kernfs attribute (``read_fn``)."""
 
-    __slots__ = (
-        "children", "data", "dyn", "flock_wq", "flocks", "i_fop", "i_sb", "ino", "jump_fn",
-        "link_fn", "mode", "name", "nlink", "parent", "rdev", "read_fn", "target", "write_fn",
-    )  # fmt: skip
+    # Most inodes use few of these: class-level defaults keep creating one (a machine boots
+    # ~80 of them per run) to the five fields every inode has.
+    rdev = 0
+    nlink = 1
+    data: bytearray | None = None
+    children: dict[str, Inode] | None = None
+    dyn: DynDir | None = None
+    target = ""
+    link_fn: Callable[[], str] | None = None
+    jump_fn: Callable[[], tuple[Mount, Inode, str]] | None = None
+    read_fn: Callable[[], bytes] | None = None
+    write_fn: Callable[[bytes], None] | None = None
+    flocks: dict[File, int] | None = None
+    flock_wq: WaitQueue | None = None
+    #: ``inode->i_fop`` of files with their own file operations (kernfs, anon inodes)
+    i_fop: FileOperations | None = None
 
     def __init__(
         self, sb: SuperBlock, mode: int, name: str = "", parent: Inode | None = None
@@ -71,20 +83,6 @@ class Inode:
         self.mode = mode
         self.name = name
         self.parent = parent
-        self.nlink = 1
-        self.rdev = 0
-        self.data: bytearray | None = None
-        self.children: dict[str, Inode] | None = None
-        self.dyn: DynDir | None = None
-        self.target = ""
-        self.link_fn: Callable[[], str] | None = None
-        self.jump_fn: Callable[[], tuple[Mount, Inode, str]] | None = None
-        self.read_fn: Callable[[], bytes] | None = None
-        self.write_fn: Callable[[bytes], None] | None = None
-        self.flocks: dict[File, int] | None = None
-        self.flock_wq: WaitQueue | None = None
-        #: ``inode->i_fop`` of files with their own file operations (kernfs, anon inodes)
-        self.i_fop: FileOperations | None = None
 
     @property
     def kind(self) -> int:
@@ -177,7 +175,8 @@ def mknod(parent: Inode, name: str, mode: int, rdev: int = 0) -> Inode:
     children = parent.children
     assert children is not None
     node = Inode(parent.i_sb, mode, name, parent)
-    node.rdev = rdev
+    if rdev:
+        node.rdev = rdev
     kind = mode & S_IFMT
     if kind == S_IFDIR:
         node.children = {}
@@ -212,10 +211,14 @@ def attr(
     write_fn: Callable[[bytes], None] | None = None,
 ) -> Inode:
     """A kernfs attribute file whose content is computed on read."""
-    node = mknod(parent, name, abi.S_IFREG | (0o644 if write_fn else 0o444))
-    node.data = None
+    # a kernfs attribute is no regular file with data: no mknod(S_IFREG) bytearray
+    children = parent.children
+    assert children is not None
+    node = Inode(parent.i_sb, S_IFREG | (0o644 if write_fn else 0o444), name, parent)
     node.read_fn = read_fn
-    node.write_fn = write_fn
+    if write_fn is not None:
+        node.write_fn = write_fn
+    children[name] = node
     return node
 
 
