@@ -138,4 +138,3 @@ class ResumeChain:
         force_umount(env, host)
         detach_backed_by(env, host_img)
         remove(env, host, host_img)
-
