@@ -32,6 +32,8 @@ class RandomWalk(Strategy):
         self._run_seed = self.seed + self._runs
         self._runs += 1
         self._rand = random.Random(self._run_seed).random
+        if type(self).pick is RandomWalk.pick:  # a subclass choosing otherwise is asked
+            self.uniform = self._rand
 
     def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
         return int(self._rand() * len(runnable))

@@ -201,6 +201,9 @@ class Strategy:
     """Decides which runnable thread continues and the value of each data choice."""
 
     name = "strategy"
+    #: set (by `begin`) when `pick` is ``int(uniform() * len(runnable))``: the scheduler then
+    #: draws at its scheduling points without calling `pick` (the same choices, faster)
+    uniform: Callable[[], float] | None = None
 
     def begin(self, sched: Scheduler) -> None:
         """Called when a run starts."""
@@ -316,6 +319,7 @@ class Scheduler:
         self._tearing_down = False
         self._ran = False
         self._pick_fn = strategy.pick
+        self._uniform: Callable[[], float] | None = None  # see Strategy.uniform
         self._expect: list[int] | None = None
 
     # -- per-run state -------------------------------------------------------------------
@@ -460,7 +464,8 @@ class Scheduler:
         runnable = self.runnable
         n = len(runnable)
         if n > 1:
-            i = self._pick_fn(runnable, cur)
+            u = self._uniform
+            i = int(u() * n) if u is not None else self._pick_fn(runnable, cur)
             if i < 0:
                 self._abort("pruned")
             rs = self._rsig
@@ -570,6 +575,7 @@ class Scheduler:
         _current = self
         self._main = greenlet.getcurrent()
         self.strategy.begin(self)
+        self._uniform = self.strategy.uniform
         self._expect = self.strategy.expected
         try:
             self._loop()
@@ -660,9 +666,7 @@ class Scheduler:
                 break
         return edges, cycle
 
-    def _make_outcome(
-        self, waits: tuple[list[WaitEdge], list[str]] = ([], [])
-    ) -> RunOutcome:
+    def _make_outcome(self, waits: tuple[list[WaitEdge], list[str]] = ([], [])) -> RunOutcome:
         kind = self._outcome or "ok"
         out = RunOutcome(
             kind=kind,
