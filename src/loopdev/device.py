@@ -200,8 +200,9 @@ def _flush(kernel: Kernel, fd: int, status: LoopStatus, baseline: tuple[int, int
     close anyway; the fsync adds durability for what the device wrote. Skipping it when
     nothing was written saves a round trip through the loop worker and an fsync of the
     backing file (a disk cache flush on ext4: ~50 us idle, milliseconds on a busy disk).
-    A read-only device never has anything to write back (the block layer refuses writes to
-    it, and its queue has no write cache to flush).
+    A read-only device has nothing to write back: write(2) to it fails (EPERM), the image
+    under a device we attached read-only is open read-only too, and its queue has no write
+    cache to flush.
     """
     if status.read_only:
         return
