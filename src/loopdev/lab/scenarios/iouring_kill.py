@@ -43,8 +43,9 @@ FIO = (
 FAST_POLLS = 400
 #: the pause between polls after that (seconds)
 SLOW_POLL = 0.01
-#: at most this many polls after fio is ready, before the kill (drawn uniformly)
-KILL_POLLS = 48
+#: at most this many polls after fio is ready, before the kill (drawn uniformly: the kill lands
+#: anywhere in fio's run; on the real kernel 0 to ~100 ms after its ring exists)
+KILL_POLLS = 1500
 
 
 def _open_files(env: Env, pid: int) -> list[str] | None:
