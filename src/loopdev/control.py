@@ -17,12 +17,11 @@ import re
 import struct
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from loopdev import abi, sysfs
 from loopdev._port import resolve, why
-from loopdev.device import LoopDevice, _require_loop, loop_number
+from loopdev.device import LoopDevice, _require_loop, loop_number, new_handle
 from loopdev.errors import (
     BusyError,
     Holder,
@@ -35,13 +34,7 @@ from loopdev.errors import (
 )
 from loopdev.kernel import Kernel
 from loopdev.settle import Backoff
-from loopdev.status import (
-    LoopStatus,
-    get_block_size,
-    get_diskseq,
-    get_status_fields,
-    new_status,
-)
+from loopdev.status import _INFO_HEAD, get_block_size
 
 log = logging.getLogger("loopdev")
 
@@ -73,20 +66,6 @@ class _TryAnother(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(slots=True)
-class _Backing:
-    """The opened image."""
-
-    fd: int
-    image: str  # as given
-    path: str  # canonical
-    dev: int
-    ino: int
-    size: int
-    read_only: bool
-    fallback: bool
 
 
 def attach(
@@ -159,14 +138,16 @@ def attach_image(
     """
     if offset or sizelimit or block_size:
         _check_numbers(offset, sizelimit, block_size)
-    backing = _open_image(k, image, read_only)
+    bfd, bpath, bdev, bino, size, fallback = _open_image(k, image, read_only)
     try:
-        size = _check_range(backing, offset, sizelimit)
-        if backing.read_only:
+        if offset >= size or (sizelimit and offset + sizelimit > size):
+            raise _range_error(image, size, offset, sizelimit)
+        if read_only or fallback:
             flags |= abi.LO_FLAGS_READ_ONLY
+        bs = block_size or 0
         config = _LOOP_CONFIG.pack(
-            backing.fd,
-            block_size or 0,
+            bfd,
+            bs,
             0,
             0,
             0,
@@ -176,40 +157,38 @@ def attach_image(
             0,
             0,
             flags,
-            _file_name(loop_ref if loop_ref is not None else backing.path),
+            _file_name(loop_ref if loop_ref is not None else bpath),
             b"",
             b"",
             0,
             0,
         )
-        want = _Wanted(flags, offset, sizelimit, block_size or 0, write_baseline)
+        want = (bdev, bino, offset, sizelimit, flags, bs, write_baseline, bpath, fallback)
         if device is None:
-            dev = _attach_free(k, backing, config, want)
+            dev = _attach_free(k, image, bfd, config, want)
         else:
-            dev = _attach_named(k, device, backing, config, want)
+            dev = _attach_named(k, device, image, bfd, config, want)
         if inspect is None:
             return dev, None
         # After LOOP_CONFIGURE, not before: a read before it can dirty the image's inode
         # (relatime atime update) that the fsync inside LOOP_CONFIGURE (6.18) then commits.
         try:
-            return dev, inspect(k, backing.fd, offset, size)
+            return dev, inspect(k, bfd, offset, (sizelimit or size - offset) & _SECTOR_MASK)
         except BaseException:
             with contextlib.suppress(LoopdevError):
                 dev.detach(wait=True)
             raise
     finally:
-        k.close(backing.fd)
+        k.close(bfd)
 
 
-@dataclass(slots=True)
-class _Wanted:
-    """What the caller asked for, to check against what the kernel applied (T4)."""
+#: What the caller asked for, checked against what the kernel applied (T4), and what the
+#: handle needs from the image: (backing st_dev, st_ino, offset, sizelimit, LO_FLAGS_* as
+#: passed to the kernel, block size (0: the kernel's default), write_baseline, canonical
+#: image path, read-only fallback). A tuple: attach makes one per call.
+_Wanted = tuple[int, int, int, int, int, int, bool, str, bool]
 
-    flags: int  # LO_FLAGS_* as passed to the kernel
-    offset: int
-    sizelimit: int
-    block_size: int  # 0: the kernel's default
-    write_baseline: bool
+_SECTOR_MASK = ~(abi.SECTOR_SIZE - 1)
 
 
 def _file_name(name: str) -> bytes:
@@ -238,22 +217,19 @@ def _check_numbers(offset: int, sizelimit: int, block_size: int | None) -> None:
         )
 
 
-def _check_range(b: _Backing, offset: int, sizelimit: int) -> int:
-    """The device's size in bytes (what the kernel computes: whole 512-byte sectors)."""
-    if offset >= b.size:
-        raise InvalidArgumentError(
-            f"offset {offset} is past the end of {b.image} ({b.size} bytes)"
-            if b.size
-            else f"{b.image} is empty (0 bytes)",
-            hint="give an offset inside the image" if b.size else "use a non-empty image",
+def _range_error(image: str, size: int, offset: int, sizelimit: int) -> InvalidArgumentError:
+    """The byte range does not fit in the image (the device would be empty or too short)."""
+    if offset >= size:
+        return InvalidArgumentError(
+            f"offset {offset} is past the end of {image} ({size} bytes)"
+            if size
+            else f"{image} is empty (0 bytes)",
+            hint="give an offset inside the image" if size else "use a non-empty image",
         )
-    if sizelimit and offset + sizelimit > b.size:
-        raise InvalidArgumentError(
-            f"offset {offset} + sizelimit {sizelimit} goes past the end of {b.image} "
-            f"({b.size} bytes)",
-            hint=f"give a sizelimit <= {b.size - offset}",
-        )
-    return (sizelimit or b.size - offset) & ~(abi.SECTOR_SIZE - 1)
+    return InvalidArgumentError(
+        f"offset {offset} + sizelimit {sizelimit} goes past the end of {image} ({size} bytes)",
+        hint=f"give a sizelimit <= {size - offset}",
+    )
 
 
 _KINDS = {
@@ -264,61 +240,67 @@ _KINDS = {
 }
 
 
-def _open_image(k: Kernel, image: str, read_only: bool) -> _Backing:
+def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, int, int, bool]:
+    """Open the image: (fd, canonical path, st_dev, st_ino, size in bytes, read-only fallback).
+
+    The stat before the open refuses what must not be opened at all (a FIFO blocks a read-only
+    open, a character device may act on open); identity and size come from the opened fd.
+    """
     try:
-        st = k.stat(image)
+        kind = k.stat(image).mode & abi.S_IFMT
     except OSError as e:
-        if e.errno == errno.ENOENT:
-            raise ImageError(f"{image}: no such file", hint="check the image path") from None
-        raise ImageError(f"{image}: cannot access it: {why(e)}") from None
-    if not (st.is_reg or st.is_blk):
+        raise _stat_error(image, e) from None
+    if kind != abi.S_IFREG and kind != abi.S_IFBLK:
         raise ImageError(
-            f"{image} is {_KINDS.get(st.kind, 'not a regular file')}, not an image file",
+            f"{image} is {_KINDS.get(kind, 'not a regular file')}, not an image file",
             hint="give a regular file (or a block device) holding a disk image",
         )
     fallback = False
     try:
         fd = k.open(image, abi.O_RDONLY if read_only else abi.O_RDWR)
     except OSError as e:
-        if read_only or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ETXTBSY):
-            raise _image_open_error(image, e) from None
-        try:
-            fd = k.open(image, abi.O_RDONLY)
-        except OSError as e2:
-            raise _image_open_error(image, e2) from None
+        fd = _open_read_only_instead(k, image, read_only, e)
         fallback = True
-        msg = f"{image}: write-protected ({why(e)}), attaching read-only"
-        warnings.warn(msg, ReadOnlyFallbackWarning, stacklevel=4)
-        log.warning(msg)
     try:
         fst = k.fstat(fd)
         size = fst.size
-        if fst.is_blk:
+        if fst.mode & abi.S_IFMT == abi.S_IFBLK:
             buf = abi.u64_buffer()
             k.ioctl(fd, abi.BLKGETSIZE64, buf)
             size = abi.read_u64(buf)
-        return _Backing(
-            fd,
-            image,
-            _canonical(k, image, fd),
-            fst.dev,
-            fst.ino,
-            size,
-            read_only or fallback,
-            fallback,
-        )
+        # The canonical path (what losetup stores in lo_file_name): /proc/self/fd/N names
+        # the opened file in one system call; realpath only if /proc cannot tell.
+        try:
+            path = k.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            path = ""
+        if not path.startswith("/") or path.endswith(" (deleted)"):
+            path = k.realpath(image)
+        return fd, path, fst.dev, fst.ino, size, fallback
     except BaseException:
         k.close(fd)
         raise
 
 
-def _canonical(k: Kernel, image: str, fd: int) -> str:
-    """The canonical path of the opened image: /proc/self/fd/N (one syscall), else realpath."""
+def _stat_error(image: str, e: OSError) -> ImageError:
+    if e.errno == errno.ENOENT:
+        return ImageError(f"{image}: no such file", hint="check the image path")
+    return ImageError(f"{image}: cannot access it: {why(e)}")
+
+
+def _open_read_only_instead(k: Kernel, image: str, read_only: bool, e: OSError) -> int:
+    """A read-write open failed with ``e``: open read-only if the image is write-protected
+    (with a :class:`ReadOnlyFallbackWarning`), else raise."""
+    if read_only or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ETXTBSY):
+        raise _image_open_error(image, e) from None
     try:
-        path = k.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        path = ""
-    return path if path.startswith("/") and not path.endswith(" (deleted)") else k.realpath(image)
+        fd = k.open(image, abi.O_RDONLY)
+    except OSError as e2:
+        raise _image_open_error(image, e2) from None
+    msg = f"{image}: write-protected ({why(e)}), attaching read-only"
+    warnings.warn(msg, ReadOnlyFallbackWarning, stacklevel=5)
+    log.warning(msg)
+    return fd
 
 
 def _image_open_error(image: str, e: OSError) -> ImageError:
@@ -351,7 +333,7 @@ def open_control(k: Kernel) -> int:
         raise LoopdevError(f"cannot open {LOOP_CONTROL}: {why(e)}") from None
 
 
-def _attach_free(k: Kernel, b: _Backing, config: bytes, want: _Wanted) -> LoopDevice:
+def _attach_free(k: Kernel, image: str, bfd: int, config: bytes, want: _Wanted) -> LoopDevice:
     ctl = open_control(k)
     try:
         k.flock(ctl, abi.LOCK_EX)
@@ -362,18 +344,18 @@ def _attach_free(k: Kernel, b: _Backing, config: bytes, want: _Wanted) -> LoopDe
                 number = k.ioctl(ctl, abi.LOOP_CTL_GET_FREE)
             except OSError as e:
                 raise NoFreeDeviceError(
-                    f"no free loop device for {b.image}: LOOP_CTL_GET_FREE failed: {why(e)}",
+                    f"no free loop device for {image}: LOOP_CTL_GET_FREE failed: {why(e)}",
                     hint="detach unused devices (`loopdev -a` lists them)",
                 ) from None
             try:
-                return _configure(k, number, b, config, want)
+                return _configure(k, number, None, image, bfd, config, want)
             except _TryAnother as t:
                 last = f"/dev/loop{number}: {t.reason}"
             if backoff is None:
                 backoff = Backoff(k, attempts=MAX_DEVICE_ATTEMPTS, base=0.001, cap=0.1)
             if not backoff.wait():
                 raise NoFreeDeviceError(
-                    f"no free loop device for {b.image} after {backoff.describe()}; last: {last}",
+                    f"no free loop device for {image} after {backoff.describe()}; last: {last}",
                     hint="other programs keep taking the free devices; retry later",
                 )
     finally:
@@ -381,7 +363,7 @@ def _attach_free(k: Kernel, b: _Backing, config: bytes, want: _Wanted) -> LoopDe
 
 
 def _attach_named(
-    k: Kernel, device: str | int, b: _Backing, config: bytes, want: _Wanted
+    k: Kernel, device: str | int, image: str, bfd: int, config: bytes, want: _Wanted
 ) -> LoopDevice:
     path = device if isinstance(device, str) else f"/dev/loop{device}"
     ctl = open_control(k)
@@ -405,7 +387,7 @@ def _attach_named(
             _require_loop(k, path, st.mode, st.rdev)
             number = loop_number(k, path, st.rdev)
         try:
-            return _configure(k, number, b, config, want, path=path)
+            return _configure(k, number, path, image, bfd, config, want)
         except _TryAnother as t:
             bound_to = sysfs.backing_file(k, number)
             raise BusyError(
@@ -417,41 +399,60 @@ def _attach_named(
         k.close(ctl)
 
 
-def _open_fresh_node(k: Kernel, path: str) -> int:
-    """Open a loop node that may have just been created (T23: short ENOENT/EACCES retry)."""
+def _open_fresh_node(k: Kernel, path: str, first: OSError) -> int:
+    """Open a loop node that may have just been created, after a first open failed with
+    ``first`` (T23: short ENOENT/EACCES retry)."""
     backoff: Backoff | None = None
+    e = first
     while True:
+        if e.errno == errno.ENXIO:
+            raise _TryAnother("being torn down (ENXIO)")
+        if e.errno == errno.EROFS:
+            return k.open(path, abi.O_RDONLY)
+        if backoff is None:
+            backoff = Backoff(k, timeout=FRESH_NODE_TIMEOUT, base=0.0005, cap=0.05)
+        if e.errno not in (errno.ENOENT, errno.EACCES) or not backoff.wait():
+            if e.errno == errno.EACCES:
+                raise NotPermittedError(f"{path}: permission denied", hint="run as root")
+            raise LoopdevError(f"cannot open {path}: {why(e)} ({backoff.describe()})")
         try:
             return k.open(path, abi.O_RDWR)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                raise _TryAnother("being torn down (ENXIO)") from None
-            if e.errno == errno.EROFS:
-                return k.open(path, abi.O_RDONLY)
-            if backoff is None:
-                backoff = Backoff(k, timeout=FRESH_NODE_TIMEOUT, base=0.0005, cap=0.05)
-            if e.errno not in (errno.ENOENT, errno.EACCES) or not backoff.wait():
-                if e.errno == errno.EACCES:
-                    raise NotPermittedError(
-                        f"{path}: permission denied", hint="run as root"
-                    ) from None
-                raise LoopdevError(f"cannot open {path}: {why(e)} ({backoff.describe()})") from None
+        except OSError as again:
+            e = again
+
+
+_RO = abi.LO_FLAGS_READ_ONLY
+_DIO = abi.LO_FLAGS_DIRECT_IO
+_INFO_SIZE = abi.LoopInfo64.SIZE
 
 
 def _configure(
     k: Kernel,
     number: int,
-    b: _Backing,
+    path: str | None,
+    image: str,
+    bfd: int,
     config: bytes,
     want: _Wanted,
-    *,
-    path: str | None = None,
 ) -> LoopDevice:
-    path = path or f"/dev/loop{number}"
-    fd = _open_fresh_node(k, path)
+    """Bind loopN to the image and return the handle: one straight line for the usual case,
+    every error branch in a helper. ``path``: the node to open (None: /dev/loopN)."""
+    devpath, stat_path, _ = sysfs.loop_paths(number)
+    if path is None:
+        path = devpath
+    try:
+        fd = k.open(path, abi.O_RDWR)
+    except OSError as e:
+        fd = _open_fresh_node(k, path, e)
     try:
         fst = k.fstat(fd)
-        _require_loop(k, path, fst.mode, fst.rdev)  # T26
+        rdev = fst.rdev
+        # T26: a block device of the loop major (abi.major, inlined)
+        if (
+            fst.mode & abi.S_IFMT != abi.S_IFBLK
+            or ((rdev >> 8) & 0xFFF) | ((rdev >> 32) & ~0xFFF) != abi.LOOP_MAJOR
+        ):
+            _require_loop(k, path, fst.mode, rdev)
         # T6/T7: LOCK_EX while we set the device up: udev skips (and requeues) a locked
         # device, so it probes the finished one. Released with LOCK_UN below, which is what
         # closing a second fd would do, one open+close cheaper.
@@ -459,11 +460,48 @@ def _configure(
         try:
             # T9: no separate "still unbound?" probe: LOOP_CONFIGURE (and LOOP_SET_FD) check
             # it atomically under lo_mutex and answer EBUSY, which means "try another".
-            _bind(k, fd, path, b, config, want)
+            if _configure_supported.get(k.name, True):
+                try:
+                    k.ioctl(fd, abi.LOOP_CONFIGURE, bytearray(config))
+                except OSError as e:
+                    _configure_failed(k, fd, path, image, bfd, config, want, e)
+            else:
+                _set_fd(k, fd, path, image, bfd, config, want)
+            # Ours now: the bind succeeded under our lock. Any failure below undoes it.
             try:
-                status = _read_back(k, fd, number, path, b, want)
+                # T4: read back what the kernel applied. lo_number, lo_device and lo_inode
+                # also prove the fd is the device we bound, to the image we opened.
+                buf = bytearray(_INFO_SIZE)
+                k.ioctl(fd, abi.LOOP_GET_STATUS64, buf)
+                dev, ino, _rdev, offset, limit, lo_number, _et, _eks, flags, name = (
+                    _INFO_HEAD.unpack_from(buf)
+                )
+                bdev, bino, w_offset, w_limit, w_flags, w_bs, baseline, bpath, fallback = want
+                must = w_flags & ~_DIO
+                if (
+                    dev != bdev
+                    or ino != bino
+                    or offset != w_offset
+                    or limit != w_limit
+                    or flags & must != must
+                    or lo_number != number
+                ):
+                    raise _not_applied(k, fd, path, image, number, buf, want)
+                if w_bs:
+                    bs = get_block_size(k, fd)
+                    if bs != w_bs:
+                        raise _not_applied(k, fd, path, image, number, buf, want)
+                else:
+                    bs = 0  # read on first use
+                if w_flags & _DIO and not flags & _DIO:
+                    _warn_no_direct_io(path, image)
+                seq = bytearray(8)
+                try:
+                    k.ioctl(fd, abi.BLKGETDISKSEQ, seq)
+                    diskseq: int | None = int.from_bytes(seq, "little")
+                except OSError:
+                    diskseq = None  # before 5.15
             except BaseException:
-                # Ours: the bind succeeded under our lock. Undo it.
                 _clear_quietly(k, fd)
                 raise
         finally:
@@ -471,15 +509,23 @@ def _configure(
     except BaseException:
         k.close(fd)
         raise
-    return LoopDevice(
+    return new_handle(
         k,
         fd,
-        status,
-        read_only_fallback=b.fallback,
-        # a read-only device has nothing to write back: no baseline needed (see device._flush)
-        write_baseline=sysfs.write_counter(k, number)
-        if want.write_baseline and not status.read_only
-        else None,
+        number,
+        path,
+        dev,
+        ino,
+        offset,
+        limit,
+        flags,
+        name,
+        bpath,
+        diskseq,
+        bs,
+        fallback,
+        # a read-only device has nothing to write back: no baseline needed (device._flush)
+        sysfs.write_baseline(k, stat_path) if baseline and not flags & _RO else None,
     )
 
 
@@ -509,99 +555,111 @@ def _retry_eagain(k: Kernel, fn: Callable[[], object]) -> None:
 _configure_supported: dict[str, bool] = {}
 
 
-def _bind(k: Kernel, fd: int, path: str, b: _Backing, config: bytes, want: _Wanted) -> None:
-    if _configure_supported.get(k.name, True):
+def _configure_failed(
+    k: Kernel,
+    fd: int,
+    path: str,
+    image: str,
+    bfd: int,
+    config: bytes,
+    want: _Wanted,
+    e: OSError,
+) -> None:
+    """The first LOOP_CONFIGURE failed with ``e``: retry EAGAIN (T5), fall back to SET_FD +
+    SET_STATUS64 where the kernel lacks it (T3); returns once bound, raises otherwise."""
+    if e.errno == errno.EAGAIN:
         buf = bytearray(config)
         try:
-            try:
-                k.ioctl(fd, abi.LOOP_CONFIGURE, buf)
-            except OSError as e:
-                if e.errno != errno.EAGAIN:
-                    raise
-                _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, buf))
+            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, buf))
             return
-        except OSError as e:
-            if e.errno == errno.EBUSY:
-                raise _TryAnother("already bound (EBUSY)") from None
-            if e.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOSYS):
-                raise _configure_error(path, b, e) from None
-            if e.errno != errno.EINVAL:  # EINVAL may be about the configuration itself
-                _configure_supported[k.name] = False
-    # T3 fallback: kernels without LOOP_CONFIGURE (< 5.8).
+        except OSError as again:
+            e = again
+    if e.errno == errno.EBUSY:
+        raise _TryAnother("already bound (EBUSY)")
+    if e.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOSYS):
+        raise _configure_error(path, image, e)
+    if e.errno != errno.EINVAL:  # EINVAL may be about the configuration itself
+        _configure_supported[k.name] = False
+    _set_fd(k, fd, path, image, bfd, config, want)
+
+
+def _set_fd(
+    k: Kernel, fd: int, path: str, image: str, bfd: int, config: bytes, want: _Wanted
+) -> None:
+    """T3 fallback: kernels without LOOP_CONFIGURE (< 5.8)."""
     try:
-        k.ioctl(fd, abi.LOOP_SET_FD, b.fd)
+        k.ioctl(fd, abi.LOOP_SET_FD, bfd)
     except OSError as e:
         if e.errno == errno.EBUSY:
             raise _TryAnother("already bound (EBUSY)") from None
-        raise _configure_error(path, b, e) from None
+        raise _configure_error(path, image, e) from None
     try:
         info = abi.LoopConfig.unpack(config).info
         info.lo_flags &= abi.LOOP_SET_STATUS_SETTABLE_FLAGS
         raw = info.pack()
         _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_STATUS64, raw))
-        if want.flags & abi.LO_FLAGS_DIRECT_IO:
+        if want[4] & abi.LO_FLAGS_DIRECT_IO:
             k.ioctl(fd, abi.LOOP_SET_DIRECT_IO, 1)
-        if want.block_size:
-            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_BLOCK_SIZE, want.block_size))
+        block_size = want[5]
+        if block_size:
+            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_BLOCK_SIZE, block_size))
     except OSError as e:
         _clear_quietly(k, fd)  # we bound it with SET_FD a moment ago
-        raise _configure_error(path, b, e) from None
+        raise _configure_error(path, image, e) from None
 
 
-def _configure_error(path: str, b: _Backing, e: OSError) -> LoopdevError:
+def _configure_error(path: str, image: str, e: OSError) -> LoopdevError:
     if e.errno == errno.EPERM:
-        return NotPermittedError(f"{path}: not permitted to attach {b.image}", hint="run as root")
+        return NotPermittedError(f"{path}: not permitted to attach {image}", hint="run as root")
     if e.errno == errno.EAGAIN:
         return BusyError(
-            f"{path}: the kernel kept answering EAGAIN while attaching {b.image} "
+            f"{path}: the kernel kept answering EAGAIN while attaching {image} "
             f"({MAX_EAGAIN_RETRIES} retries)",
             hint="retry later",
         )
     if e.errno == errno.EINVAL:
         return InvalidArgumentError(
-            f"{path}: the kernel refused to attach {b.image}: {why(e)}",
+            f"{path}: the kernel refused to attach {image}: {why(e)}",
             hint="check offset, sizelimit and block size (a loop device cannot back itself)",
         )
-    return LoopdevError(f"{path}: attaching {b.image} failed: {why(e)}")
+    return LoopdevError(f"{path}: attaching {image} failed: {why(e)}")
 
 
-def _read_back(
-    k: Kernel, fd: int, number: int, path: str, b: _Backing, want: _Wanted
-) -> LoopStatus:
-    """T4: check that what the kernel applied is what we asked for."""
-    dev, ino, offset, sizelimit, flags, ref = get_status_fields(k, fd)
-    actual_bs = get_block_size(k, fd)
-    must = want.flags & ~abi.LO_FLAGS_DIRECT_IO
-    if (
-        (dev, ino) != (b.dev, b.ino)
-        or offset != want.offset
-        or sizelimit != want.sizelimit
-        or flags & must != must
-        or (want.block_size and actual_bs != want.block_size)
-    ):
-        problems = []
-        if (dev, ino) != (b.dev, b.ino):
-            problems.append("backing file differs")
-        if offset != want.offset:
-            problems.append(f"offset {offset} instead of {want.offset}")
-        if sizelimit != want.sizelimit:
-            problems.append(f"sizelimit {sizelimit} instead of {want.sizelimit}")
-        if flags & must != must:
-            problems.append(f"flags {flags:#x} lack {must & ~flags:#x}")
-        if want.block_size and actual_bs != want.block_size:
-            problems.append(f"block size {actual_bs} instead of {want.block_size}")
-        raise LoopdevError(
-            f"{path}: the kernel did not apply the configuration for {b.image}: "
-            + "; ".join(problems),
-            hint="this kernel may not support these options",
-        )
-    if want.flags & abi.LO_FLAGS_DIRECT_IO and not flags & abi.LO_FLAGS_DIRECT_IO:
-        msg = f"{path}: direct I/O not supported for {b.image}; using buffered I/O"
-        warnings.warn(msg, UserWarning, stacklevel=5)
-        log.warning(msg)
-    return new_status(
-        number, dev, ino, offset, sizelimit, flags, ref, b.path, get_diskseq(k, fd), actual_bs
+def _not_applied(
+    k: Kernel, fd: int, path: str, image: str, number: int, info: bytearray, want: _Wanted
+) -> LoopdevError:
+    """T4 failed: what the kernel applied (``info``, LOOP_GET_STATUS64) is not what we asked."""
+    dev, ino, _rdev, offset, limit, lo_number, _et, _eks, flags, _name = _INFO_HEAD.unpack_from(
+        info
     )
+    bdev, bino, w_offset, w_limit, w_flags, w_bs, _, _, _ = want
+    must = w_flags & ~_DIO
+    problems = []
+    if (dev, ino) != (bdev, bino):
+        problems.append("backing file differs")
+    if lo_number != number:
+        problems.append(f"loop{lo_number} answered instead of loop{number}")
+    if offset != w_offset:
+        problems.append(f"offset {offset} instead of {w_offset}")
+    if limit != w_limit:
+        problems.append(f"sizelimit {limit} instead of {w_limit}")
+    if flags & must != must:
+        problems.append(f"flags {flags:#x} lack {must & ~flags:#x}")
+    if w_bs:
+        actual_bs = get_block_size(k, fd)
+        if actual_bs != w_bs:
+            problems.append(f"block size {actual_bs} instead of {w_bs}")
+    return LoopdevError(
+        f"{path}: the kernel did not apply the configuration for {image}: "
+        + "; ".join(problems),
+        hint="this kernel may not support these options",
+    )
+
+
+def _warn_no_direct_io(path: str, image: str) -> None:
+    msg = f"{path}: direct I/O not supported for {image}; using buffered I/O"
+    warnings.warn(msg, UserWarning, stacklevel=6)
+    log.warning(msg)
 
 
 def _wait_partitions(k: Kernel, dev: LoopDevice) -> None:

@@ -17,7 +17,14 @@ from loopdev.errors import (
     TeardownTimeoutError,
 )
 from loopdev.kernel import Kernel
-from loopdev.status import LoopStatus, get_diskseq, read_status
+from loopdev.status import (
+    LoopStatus,
+    decode_name,
+    get_block_size,
+    get_diskseq,
+    new_status,
+    read_status,
+)
 
 DEFAULT_DETACH_TIMEOUT = 5.0
 
@@ -28,7 +35,50 @@ class LoopDevice:
     While the handle is open the device cannot be torn down under you (an AUTOCLEAR device
     lives at least until :meth:`relinquish` or :meth:`detach`). Use as a context manager to
     detach on exit.
+
+    The identity fields are plain slots; :attr:`status`, :attr:`loop_ref` and
+    :attr:`block_size` are derived on first use (attach does not pay for what nobody reads).
     """
+
+    __slots__ = (
+        "_block_size",
+        "_fd",
+        "_raw_name",
+        "_status",
+        "backing_dev",
+        "backing_file",
+        "backing_ino",
+        "diskseq",
+        "flags",
+        "kernel",
+        "number",
+        "offset",
+        "path",
+        "read_only_fallback",
+        "reused",
+        "sizelimit",
+        "write_baseline",
+    )
+
+    kernel: Kernel
+    _fd: int | None
+    number: int
+    path: str
+    backing_dev: int
+    backing_ino: int
+    offset: int
+    sizelimit: int
+    flags: int
+    backing_file: str
+    diskseq: int | None
+    read_only_fallback: bool
+    reused: bool
+    #: bytes 7 (sectors written) and 9 (in flight) of loopN/stat when the handle was made
+    #: (None: unknown, detach fsyncs).
+    write_baseline: bytes | None
+    _raw_name: bytes  # lo_file_name as the kernel holds it (NUL-padded)
+    _block_size: int | None  # 0: not read yet
+    _status: LoopStatus | None
 
     def __init__(
         self,
@@ -38,76 +88,78 @@ class LoopDevice:
         *,
         read_only_fallback: bool = False,
         reused: bool = False,
-        write_baseline: tuple[int, int] | None = None,
+        write_baseline: bytes | None = None,
     ) -> None:
         self.kernel = kernel
-        self._fd: int | None = fd
-        self.status = status
+        self._fd = fd
+        self.number = status.number
+        self.path = status.path
+        self.backing_dev = status.backing_dev
+        self.backing_ino = status.backing_ino
+        self.offset = status.offset
+        self.sizelimit = status.sizelimit
+        self.flags = status.flags
+        self.backing_file = status.backing_file
+        self.diskseq = status.diskseq
         self.read_only_fallback = read_only_fallback
         self.reused = reused
-        #: sysfs write counters when the handle was made (None: unknown, detach fsyncs).
         self.write_baseline = write_baseline
+        self._raw_name = b""
+        self._block_size = status.block_size
+        self._status = status
 
     # -- identity ------------------------------------------------------------------------
     @property
-    def number(self) -> int:
-        return self.status.number
-
-    @property
-    def path(self) -> str:
-        return self.status.path
-
-    @property
-    def diskseq(self) -> int | None:
-        return self.status.diskseq
-
-    @property
-    def backing_dev(self) -> int:
-        return self.status.backing_dev
-
-    @property
-    def backing_ino(self) -> int:
-        return self.status.backing_ino
-
-    @property
-    def backing_file(self) -> str:
-        return self.status.backing_file
+    def status(self) -> LoopStatus:
+        """The device's status as of attach (a :class:`LoopStatus`)."""
+        st = self._status
+        if st is None:
+            st = self._status = new_status(
+                self.number,
+                self.backing_dev,
+                self.backing_ino,
+                self.offset,
+                self.sizelimit,
+                self.flags,
+                self.loop_ref,
+                self.backing_file,
+                self.diskseq,
+                self.block_size,
+            )
+        return st
 
     @property
     def loop_ref(self) -> str:
-        return self.status.ref
-
-    @property
-    def offset(self) -> int:
-        return self.status.offset
-
-    @property
-    def sizelimit(self) -> int:
-        return self.status.sizelimit
-
-    @property
-    def flags(self) -> int:
-        return self.status.flags
+        st = self._status
+        if st is not None:
+            return st.ref
+        return decode_name(self._raw_name)
 
     @property
     def read_only(self) -> bool:
-        return self.status.read_only
+        return bool(self.flags & abi.LO_FLAGS_READ_ONLY)
 
     @property
     def autoclear(self) -> bool:
-        return self.status.autoclear
+        return bool(self.flags & abi.LO_FLAGS_AUTOCLEAR)
 
     @property
     def partscan(self) -> bool:
-        return self.status.partscan
+        return bool(self.flags & abi.LO_FLAGS_PARTSCAN)
 
     @property
     def direct_io(self) -> bool:
-        return self.status.direct_io
+        return bool(self.flags & abi.LO_FLAGS_DIRECT_IO)
 
     @property
     def block_size(self) -> int | None:
-        return self.status.block_size
+        """The logical block size (BLKSSZGET through the handle's fd, read once)."""
+        bs = self._block_size
+        if bs == 0:
+            bs = None if self._fd is None else get_block_size(self.kernel, self._fd)
+            if bs is not None:
+                self._block_size = bs
+        return bs
 
     @property
     def closed(self) -> bool:
@@ -153,32 +205,40 @@ class LoopDevice:
             self.kernel.close(fd)
 
     def detach(self, *, wait: bool = True, timeout: float = DEFAULT_DETACH_TIMEOUT) -> None:
-        """Flush, detach and (``wait``) return only once the device is really unbound."""
-        fd = self.fileno()
+        """Flush, detach and (``wait``) return only once the device is really unbound.
+
+        One straight line for the usual case; every error branch leaves it for a helper.
+        """
+        fd = self._fd
+        if fd is None:
+            raise LoopdevError(f"{self.path}: this handle was already closed")
         kernel = self.kernel
+        number = self.number
+        paths = sysfs.loop_paths(number)
         try:
-            _refuse_if_claimed(kernel, self.path, self.number)
-            _flush(kernel, fd, self.status, self.write_baseline)
+            # Refuse if someone holds the device exclusively (a mount, dm, md, a stacked
+            # loop): an O_EXCL open fails with EBUSY exactly then. LOOP_CLR_FD cannot tell:
+            # on 6.11+ it succeeds on a mounted device too (it only marks it AUTOCLEAR).
+            try:
+                probe = kernel.open(self.path, _EXCL_PROBE)
+            except OSError as e:
+                if e.errno == errno.EBUSY:
+                    _raise_claimed(kernel, self.path, number)
+            else:
+                kernel.close(probe)
+            if not self.flags & abi.LO_FLAGS_READ_ONLY:
+                _flush(kernel, fd, paths[1], self.write_baseline)
             try:
                 kernel.ioctl(fd, abi.LOOP_CLR_FD)
             except OSError as e:
-                if e.errno == errno.EPERM:
-                    raise NotPermittedError(
-                        f"{self.path}: detach not permitted", hint="run as root"
-                    ) from None
-                if e.errno == errno.EBUSY:
-                    raise BusyError(
-                        f"{self.path} is busy and cannot be detached",
-                        holders=settle.device_holders(kernel, self.number),
-                    ) from None
-                if e.errno != errno.ENXIO:  # ENXIO: already unbound or in teardown
-                    raise LoopdevError(f"{self.path}: detach failed: {why(e)}") from None
+                _clear_failed(kernel, self.path, number, e)
         finally:
-            self.relinquish()
-        # On 6.11+ the teardown runs in the last close: usually the relinquish above, so the
+            self._fd = None
+            kernel.close(fd)
+        # On 6.11+ the teardown runs in the last close: usually the close above, so the
         # first check (one access(2)) already sees the device unbound.
-        if wait and sysfs.is_bound(kernel, self.number):
-            wait_until_detached(kernel, self.number, self.diskseq, timeout)
+        if wait and kernel.access(paths[2], 0):
+            wait_until_detached(kernel, number, self.diskseq, timeout)
 
     def __enter__(self) -> LoopDevice:
         return self
@@ -189,27 +249,83 @@ class LoopDevice:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self.closed:
+        if self._fd is not None:
             self.detach()
 
 
-def _flush(kernel: Kernel, fd: int, status: LoopStatus, baseline: tuple[int, int] | None) -> None:
-    """fsync the device (T20) unless it provably wrote nothing since ``baseline``.
+_EXCL_PROBE = abi.O_RDONLY | abi.O_EXCL | abi.O_NONBLOCK
+
+
+def new_handle(
+    kernel: Kernel,
+    fd: int,
+    number: int,
+    path: str,
+    backing_dev: int,
+    backing_ino: int,
+    offset: int,
+    sizelimit: int,
+    flags: int,
+    raw_name: bytes,
+    backing_file: str,
+    diskseq: int | None,
+    block_size: int,
+    read_only_fallback: bool,
+    write_baseline: bytes | None,
+) -> LoopDevice:
+    """A :class:`LoopDevice` straight from attach's fields, without a LoopStatus
+    (``block_size`` 0: read on first use; ``raw_name``: lo_file_name, decoded on first use)."""
+    h = _new_device(LoopDevice)
+    h.kernel = kernel
+    h._fd = fd
+    h.number = number
+    h.path = path
+    h.backing_dev = backing_dev
+    h.backing_ino = backing_ino
+    h.offset = offset
+    h.sizelimit = sizelimit
+    h.flags = flags
+    h._raw_name = raw_name
+    h.backing_file = backing_file
+    h.diskseq = diskseq
+    h._block_size = block_size
+    h.read_only_fallback = read_only_fallback
+    h.reused = False
+    h.write_baseline = write_baseline
+    h._status = None
+    return h
+
+
+_new_device = object.__new__
+
+
+def _clear_failed(kernel: Kernel, path: str, number: int, e: OSError) -> None:
+    """LOOP_CLR_FD failed with ``e``: raise what the user can act on (ENXIO: already unbound
+    or in teardown, which is what detach wanted)."""
+    if e.errno == errno.EPERM:
+        raise NotPermittedError(f"{path}: detach not permitted", hint="run as root") from None
+    if e.errno == errno.EBUSY:
+        raise BusyError(
+            f"{path} is busy and cannot be detached",
+            holders=settle.device_holders(kernel, number),
+        ) from None
+    if e.errno != errno.ENXIO:
+        raise LoopdevError(f"{path}: detach failed: {why(e)}") from None
+
+
+def _flush(kernel: Kernel, fd: int, stat_path: str, baseline: bytes | None) -> None:
+    """fsync a read-write device (T20) unless it provably wrote nothing since ``baseline``.
 
     Dirty page cache that was never submitted is written to the backing file by the final
     close anyway; the fsync adds durability for what the device wrote. Skipping it when
     nothing was written saves a round trip through the loop worker and an fsync of the
     backing file (a disk cache flush on ext4: ~50 us idle, milliseconds on a busy disk).
-    A read-only device has nothing to write back: write(2) to it fails (EPERM), the image
-    under a device we attached read-only is open read-only too, and its queue has no write
-    cache to flush.
+    A read-only device needs none (the caller skips it): write(2) to it fails (EPERM), the
+    image under a device we attached read-only is open read-only too, and its queue has no
+    write cache to flush.
     """
-    if status.read_only:
+    if baseline is not None and sysfs.write_mark(kernel, stat_path) == baseline:
         return
-    if baseline is not None:
-        now = sysfs.write_counter(kernel, status.number)
-        if now is not None and now[0] == baseline[0] and now[1] == 0:
-            return
     try:
         kernel.fsync(fd)
     except OSError as e:
@@ -217,26 +333,15 @@ def _flush(kernel: Kernel, fd: int, status: LoopStatus, baseline: tuple[int, int
             raise
 
 
-def _refuse_if_claimed(kernel: Kernel, path: str, number: int) -> None:
-    """BusyError if someone holds the device exclusively (a mount, dm, md, a stacked loop).
-
-    An O_EXCL open fails with EBUSY exactly when the block layer has an exclusive claim.
-    LOOP_CLR_FD cannot tell: on 6.11+ it succeeds on a mounted device too (it only marks it
-    AUTOCLEAR), so this probe (one open + close) has to come first.
-    """
-    try:
-        probe = kernel.open(path, abi.O_RDONLY | abi.O_EXCL | abi.O_NONBLOCK)
-    except OSError as e:
-        if e.errno != errno.EBUSY:
-            return
-        holders = [h for h in settle.device_holders(kernel, number) if h.kind != "process"]
-        what = holders[0].description if holders else f"{path} is claimed exclusively"
-        raise BusyError(
-            f"{path} cannot be detached: {what}",
-            holders=holders,
-            hint="unmount it (loopdev umount DIR) or stop its user, then detach",
-        ) from None
-    kernel.close(probe)
+def _raise_claimed(kernel: Kernel, path: str, number: int) -> None:
+    """BusyError naming who claims the device exclusively (its O_EXCL probe said EBUSY)."""
+    holders = [h for h in settle.device_holders(kernel, number) if h.kind != "process"]
+    what = holders[0].description if holders else f"{path} is claimed exclusively"
+    raise BusyError(
+        f"{path} cannot be detached: {what}",
+        holders=holders,
+        hint="unmount it (loopdev umount DIR) or stop its user, then detach",
+    )
 
 
 def wait_until_detached(kernel: Kernel, number: int, diskseq: int | None, timeout: float) -> None:

@@ -87,14 +87,12 @@ def get_status_fields(kernel: Kernel, fd: int) -> tuple[int, int, int, int, int,
     buf = bytearray(abi.LoopInfo64.SIZE)
     kernel.ioctl(fd, abi.LOOP_GET_STATUS64, buf)
     dev, ino, _rdev, offset, limit, _n, _et, _eks, flags, name = _INFO_HEAD.unpack_from(buf)
-    return (
-        dev,
-        ino,
-        offset,
-        limit,
-        flags,
-        name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
-    )
+    return dev, ino, offset, limit, flags, decode_name(name)
+
+
+def decode_name(raw: bytes) -> str:
+    """lo_file_name (NUL-padded bytes) as text."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def get_status64(kernel: Kernel, fd: int) -> abi.LoopInfo64:

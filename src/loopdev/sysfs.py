@@ -48,14 +48,45 @@ def backing_file(kernel: Kernel, number: int) -> str | None:
     return raw if raw else None
 
 
-def write_counter(kernel: Kernel, number: int) -> tuple[int, int] | None:
-    """(sectors written, requests in flight) from ``/sys/block/loopN/stat``; the counters
-    accumulate over the device's whole life, so compare two readings. None if unknown."""
-    raw = attr(kernel, number, "stat")
-    fields = raw.split() if raw else []
-    if len(fields) < 9:
+def loop_paths(number: int) -> tuple[str, str, str]:
+    """(/dev/loopN, its sysfs ``stat``, its sysfs ``loop`` directory), made once per number."""
+    paths = _PATHS.get(number)
+    if paths is None:
+        base = f"{LOOP_SYSFS}{number}/"
+        paths = _PATHS[number] = (f"/dev/loop{number}", base + "stat", base + "loop")
+    return paths
+
+
+_PATHS: dict[int, tuple[str, str, str]] = {}
+
+
+def _stat_fields(kernel: Kernel, stat_path: str) -> list[bytes] | None:
+    try:
+        fd = kernel.open(stat_path, abi.O_RDONLY)
+    except OSError:
         return None
-    return int(fields[6]), int(fields[8])
+    try:
+        fields = kernel.read(fd, 4096).split()
+    except OSError:
+        return None
+    finally:
+        kernel.close(fd)
+    return fields if len(fields) >= 9 else None
+
+
+def write_baseline(kernel: Kernel, stat_path: str) -> bytes | None:
+    """What :func:`write_mark` reads later if the device wrote nothing meanwhile (the sectors
+    written now, nothing in flight); None if unknown. ``stat_path``: loopN's sysfs ``stat``
+    (:func:`loop_paths`)."""
+    fields = _stat_fields(kernel, stat_path)
+    return None if fields is None else fields[6] + b"/0"
+
+
+def write_mark(kernel: Kernel, stat_path: str) -> bytes | None:
+    """``sectors written/requests in flight`` from loopN's sysfs ``stat`` (the counters
+    accumulate over the device's whole life: compare with a :func:`write_baseline`)."""
+    fields = _stat_fields(kernel, stat_path)
+    return None if fields is None else fields[6] + b"/" + fields[8]
 
 
 def rdev(kernel: Kernel, number: int) -> int | None:
