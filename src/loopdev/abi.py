@@ -143,7 +143,7 @@ def _fixed(text: str, size: int) -> bytes:
     return data + b"\0" * (size - len(data))
 
 
-# struct loop_info64: 5×u64, 4×u32, name[64], crypt_name[64], key[32], 2×u64
+# struct loop_info64: 5xu64, 4xu32, name[64], crypt_name[64], key[32], 2xu64
 _LOOP_INFO64 = struct.Struct("=QQQQQIIII64s64s32sQQ")
 # struct loop_config: u32 fd, u32 block_size, struct loop_info64, u64 __reserved[8]
 _LOOP_CONFIG_HEAD = struct.Struct("=II")
