@@ -243,13 +243,18 @@ _KINDS = {
 def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, int, int, bool]:
     """Open the image: (fd, canonical path, st_dev, st_ino, size in bytes, read-only fallback).
 
-    The stat before the open refuses what must not be opened at all (a FIFO blocks a read-only
-    open, a character device may act on open); identity and size come from the opened fd.
+    The stat comes before the open: it refuses what must not be opened at all (a FIFO blocks
+    a read-only open, a character device may act on open) and gives identity and size. No
+    fstat of the fd: if the path were replaced between the stat and the open, the T4
+    read-back (lo_device/lo_inode of the file the kernel bound, i.e. this fd) differs from
+    this stat and the attach is undone with an error, so nothing is attached on a stale
+    size or identity.
     """
     try:
-        kind = k.stat(image).mode & abi.S_IFMT
+        st = k.stat(image)
     except OSError as e:
         raise _stat_error(image, e) from None
+    kind = st.mode & abi.S_IFMT
     if kind != abi.S_IFREG and kind != abi.S_IFBLK:
         raise ImageError(
             f"{image} is {_KINDS.get(kind, 'not a regular file')}, not an image file",
@@ -262,9 +267,8 @@ def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, 
         fd = _open_read_only_instead(k, image, read_only, e)
         fallback = True
     try:
-        fst = k.fstat(fd)
-        size = fst.size
-        if fst.mode & abi.S_IFMT == abi.S_IFBLK:
+        size = st.size
+        if kind == abi.S_IFBLK:
             buf = abi.u64_buffer()
             k.ioctl(fd, abi.BLKGETSIZE64, buf)
             size = abi.read_u64(buf)
@@ -276,7 +280,7 @@ def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, 
             path = ""
         if not path.startswith("/") or path.endswith(" (deleted)"):
             path = k.realpath(image)
-        return fd, path, fst.dev, fst.ino, size, fallback
+        return fd, path, st.dev, st.ino, size, fallback
     except BaseException:
         k.close(fd)
         raise
@@ -636,7 +640,7 @@ def _not_applied(
     must = w_flags & ~_DIO
     problems = []
     if (dev, ino) != (bdev, bino):
-        problems.append("backing file differs")
+        problems.append(f"backing file differs (was {image} replaced while attaching?)")
     if lo_number != number:
         problems.append(f"loop{lo_number} answered instead of loop{number}")
     if offset != w_offset:
