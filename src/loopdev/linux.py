@@ -79,6 +79,7 @@ _set_dict = object.__setattr__
 _O_CLOEXEC = os.O_CLOEXEC
 _S_IFMT = abi.S_IFMT
 _S_IFDIR = abi.S_IFDIR
+_BLKPG = abi.BLKPG
 
 
 class LinuxProcess:
@@ -175,7 +176,7 @@ class LinuxKernel:
             # Without an argument CPython's ioctl skips its two buffer-protocol attempts on the
             # int (each raises and clears a formatted TypeError): 0 is what it passes anyway.
             return fcntl.ioctl(fd, request, arg) if arg else fcntl.ioctl(fd, request)
-        if request == abi.BLKPG:
+        if request == _BLKPG:
             return self._blkpg(fd, arg)  # type: ignore[arg-type]
         return fcntl.ioctl(fd, request, arg, True)
 
@@ -202,7 +203,7 @@ class LinuxKernel:
         (:attr:`Stat.mount_root`), which saves callers a read of the mount table. statx goes
         through ctypes (Python 3.11 has no os.statx), 2-3x the cost of os.stat, so only
         directories (the mount points) pay it."""
-        st = os.stat(path, follow_symlinks=follow_symlinks)
+        st = os.stat(path) if follow_symlinks else os.lstat(path)
         mount_root = None
         if st.st_mode & _S_IFMT == _S_IFDIR and self._statx is not None:
             mount_root = self._mount_root(path, follow_symlinks)
