@@ -18,6 +18,7 @@ from loopdev.errors import (
 )
 from loopdev.kernel import Kernel
 from loopdev.status import (
+    LoopFlags,
     LoopStatus,
     decode_name,
     get_block_size,
@@ -29,7 +30,7 @@ from loopdev.status import (
 DEFAULT_DETACH_TIMEOUT = 5.0
 
 
-class LoopDevice:
+class LoopDevice(LoopFlags):
     """An attached loop device, identified by the open fd this handle holds.
 
     While the handle is open the device cannot be torn down under you (an AUTOCLEAR device
@@ -134,22 +135,6 @@ class LoopDevice:
         if st is not None:
             return st.ref
         return decode_name(self._raw_name)
-
-    @property
-    def read_only(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_READ_ONLY)
-
-    @property
-    def autoclear(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_AUTOCLEAR)
-
-    @property
-    def partscan(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_PARTSCAN)
-
-    @property
-    def direct_io(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_DIRECT_IO)
 
     @property
     def block_size(self) -> int | None:

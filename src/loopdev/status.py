@@ -9,8 +9,31 @@ from loopdev import abi, sysfs
 from loopdev.kernel import Kernel
 
 
+class LoopFlags:
+    """The ``lo_flags`` bits as properties, for anything with a ``flags`` attribute."""
+
+    __slots__ = ()
+    flags: int
+
+    @property
+    def read_only(self) -> bool:
+        return bool(self.flags & abi.LO_FLAGS_READ_ONLY)
+
+    @property
+    def autoclear(self) -> bool:
+        return bool(self.flags & abi.LO_FLAGS_AUTOCLEAR)
+
+    @property
+    def partscan(self) -> bool:
+        return bool(self.flags & abi.LO_FLAGS_PARTSCAN)
+
+    @property
+    def direct_io(self) -> bool:
+        return bool(self.flags & abi.LO_FLAGS_DIRECT_IO)
+
+
 @dataclass(frozen=True)
-class LoopStatus:
+class LoopStatus(LoopFlags):
     """A snapshot of one bound loop device."""
 
     number: int
@@ -30,21 +53,6 @@ class LoopStatus:
     def path(self) -> str:
         return f"/dev/loop{self.number}"
 
-    @property
-    def read_only(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_READ_ONLY)
-
-    @property
-    def autoclear(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_AUTOCLEAR)
-
-    @property
-    def partscan(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_PARTSCAN)
-
-    @property
-    def direct_io(self) -> bool:
-        return bool(self.flags & abi.LO_FLAGS_DIRECT_IO)
 
 
 def new_status(
