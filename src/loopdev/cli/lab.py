@@ -29,7 +29,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("action", nargs="?", choices=("run", "claims", "replay"), default="run")
     p.add_argument("token", nargs="?", help="for replay: SCENARIO/USERSPACE/VARIANT/TOKEN")
-    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="runs per model cell")
+    p.add_argument(
+        "--budget", type=int, default=None,
+        help=f"runs per model cell (default: {DEFAULT_BUDGET}, fewer in costly scenarios' "
+        "cells; see COSTLY_BUDGETS)",
+    )  # fmt: skip
     p.add_argument("--strategy", choices=model.STRATEGIES, default="portfolio")
     p.add_argument("--seed", type=int, default=0, help="first seed (runs use seed, seed+1, ...)")
     p.add_argument("--workers", type=int, default=default_workers())
@@ -89,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
             print("\nmodel gaps:")
             for g in result.gaps:
                 print(f"  - {g}")
+        for n in result.notes:
+            print(f"note: {n}")
+        print(report.run_line(result))
     else:
         print(report.summary_text(result))
         print()

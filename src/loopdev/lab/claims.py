@@ -115,6 +115,8 @@ def check_expect(e: Expect, cells: Mapping[CellKey, CellResult]) -> ExpectResult
         errors = {k: n for k, n in cell.counts.items() if k.startswith("error")}
         if errors and not cell.unsupported:
             why = f"every run hit a lab/model error: {errors}"
+        if cell.runs == 0 and cell.cut:
+            why = "not run (time limit)"
         return ExpectResult(e, "unchecked", f"not checkable: {why}")
     hits = _matching(cell, e.match)
     total = sum(hits.values())

@@ -62,6 +62,8 @@ def _matrix(result: LabResult) -> str:
                 tip = f"{cell.runs} runs; {counts}"
                 if cell.unsupported:
                     tip += f"; {cell.unsupported}"
+                if cell.time_limited:
+                    tip += f"; {cell.cut} of {cell.planned} planned runs not run (time limit)"
             tds.append(
                 f'<td class="{_cls(cell)}" title="{_e(tip)}">{_e(cell_text(cell))}'
                 + (
@@ -236,7 +238,7 @@ def render(result: LabResult) -> str:
         "<title>loopdev race lab</title>"
         f"<style>{_CSS}</style></head><body>"
         "<h1>loopdev race lab</h1>"
-        f"<p class='small'>strategy {_e(cfg.strategy)}, budget {cfg.budget} runs per model cell, "
+        f"<p class='small'>strategy {_e(cfg.strategy)}, budget {_e(cfg.budget_text())} runs per model cell, "
         f"seed {cfg.seed}, {cfg.workers} workers, {result.seconds:.1f}s.</p>"
         "<h2>Matrix</h2>" + _matrix(result)
         + "<h2>Claims (RESEARCH §3)</h2>" + _claims(result)

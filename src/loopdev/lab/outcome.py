@@ -110,6 +110,8 @@ class CellResult:
     unsupported: str = ""  # why the cell could not run
     strategy: str = ""
     lockdep: dict[str, int] = field(default_factory=dict)  # runs with a report, by kind
+    planned: int = 0  # runs the budget planned (model cells; 0: not planned by a budget)
+    cut: int = 0  # planned runs the lab's time limit left out (not run; no verdict either way)
 
     @property
     def checked(self) -> int:
@@ -166,6 +168,11 @@ class CellResult:
             self.measurements.setdefault(name, []).append(value)
 
     @property
+    def time_limited(self) -> bool:
+        """The time limit left some of the planned runs out."""
+        return self.cut > 0
+
+    @property
     def is_unsupported(self) -> bool:
         return self.runs > 0 and self.counts.get("unsupported", 0) == self.runs
 
@@ -187,6 +194,8 @@ class CellResult:
             "time_to_first_failure_seconds": self.first_failure_seconds,
             "seconds": round(self.seconds, 4),
             "unsupported": self.unsupported,
+            "planned": self.planned,
+            "cut_by_time_limit": self.cut,
             "lockdep_reports": dict(sorted(self.lockdep.items())),
             "examples": [e.to_json(with_events=with_events) for e in self.examples.values()],
             "measurements": {k: v for k, v in sorted(self.measurements.items())},

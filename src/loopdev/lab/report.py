@@ -26,15 +26,17 @@ SHORT = {
 
 
 def cell_text(cell: CellResult | None) -> str:
-    """``37%`` / ``0`` / ``n/a`` (cannot run) / ``-`` (not run) / ``err``."""
+    """``37%`` / ``0`` / ``n/a`` (cannot run) / ``-`` (not part of this run) / ``cut`` (not run:
+    time limit) / ``err``; a ``*`` marks a cell the time limit cut short."""
     if cell is None or cell.runs == 0:
-        return "-"
+        return "cut" if cell is not None and cell.time_limited else "-"
+    star = "*" if cell.time_limited else ""
     if cell.checked == 0:
-        return "n/a" if cell.unsupported else "err"
+        return ("n/a" if cell.unsupported else "err") + star
     rate = cell.failure_rate or 0.0
     if cell.failures == 0:
-        return "0"
-    return f"{rate * 100:.0f}%" if rate >= 0.01 else f"{rate * 100:.1f}%"
+        return "0" + star
+    return (f"{rate * 100:.0f}%" if rate >= 0.01 else f"{rate * 100:.1f}%") + star
 
 
 def matrix_table(result: LabResult) -> str:
@@ -56,6 +58,10 @@ def matrix_table(result: LabResult) -> str:
             f"{label:<{label_w}}" + " ".join(t.rjust(w) for t, w in zip(cells, widths, strict=True))
         )
     lines.append("n/a: the backend lacks what the scenario needs (not yet checkable); -: not run")
+    if any(c.time_limited for c in result.cells.values()):
+        lines.append(
+            "cut: not run (time limit); *: cut short by the time limit (fewer runs than planned)"
+        )
     return "\n".join(lines)
 
 
@@ -120,10 +126,27 @@ def summary_text(result: LabResult) -> str:
         parts += ["", "fidelity: every outcome seen on this kernel was reached in the v6.11 model"]
     for n in result.notes:
         parts.append(f"note: {n}")
-    runs = sum(c.runs for c in result.cells.values())
-    parts.append(f"{runs} runs in {result.seconds:.1f}s ({result.config.strategy}, "
-                 f"budget {result.config.budget}/cell, {result.config.workers} workers)")
+    parts.append(run_line(result))
     return "\n".join(parts)
+
+
+def run_line(result: LabResult) -> str:
+    """``N runs in Ts (...); M/M model cells ran fully`` (and how many the time limit cut)."""
+    runs = sum(c.runs for c in result.cells.values())
+    model = [c for c in result.cells.values() if c.key.column != THIS_KERNEL]
+    cut = [c for c in model if c.time_limited]
+    full = f"{len(model) - len(cut)}/{len(model)} model cells ran fully"
+    if cut:
+        none = sum(1 for c in cut if c.runs == 0)
+        full += (
+            f"; the {result.config.time_limit:.0f}s time limit cut {len(cut)} "
+            f"({none} not run at all, {sum(c.cut for c in cut)} runs left out)"
+        )
+    cfg = result.config
+    return (
+        f"{runs} runs in {result.seconds:.1f}s ({cfg.strategy}, budget {cfg.budget_text()}, "
+        f"{cfg.workers} workers); {full}"
+    )
 
 
 class Progress:
