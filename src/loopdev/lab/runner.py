@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ REFERENCE = "v6.11"
 #: default runs per cell of scenarios whose model runs are costly. Measured on this machine
 #: (2 workers busy): iouring-kill ~250 ms a run, its exit-cancel-wait row ~180 ms, every other
 #: scenario 5-50 ms. At 40 runs these two rows alone need ~230 s of the 2 workers, more than
-#: the whole lab may take (3 minutes with the real column alongside); at 6 runs the default
+#: the whole lab may take (3 minutes, the real column included); at 6 runs the default
 #: matrix fits in ~100 s. No claim reads these cells. The REFERENCE cells of a scenario that
 #: also runs on this kernel keep DEFAULT_BUDGET: the model's umount EBUSY after the kill is
 #: about 1 run in 40, and the fidelity check must not miss it for want of runs.
@@ -145,10 +144,8 @@ def run_model(
     keys: Sequence[CellKey],
     *,
     progress: Callable[[int, str], None] | None = None,
-    during: Callable[[], None] | None = None,
 ) -> dict[CellKey, CellResult]:
-    """Run the model cells in a pool; returns cells folded in seed order. ``during`` runs in
-    this process while the workers explore (the real-kernel column)."""
+    """Run the model cells in a pool; returns cells folded in seed order."""
     deadline = time.monotonic() + cfg.time_limit
     chunks = _chunks(keys, cfg, deadline)
     got: dict[CellKey, list[RunRecord]] = {k: [] for k in keys}
@@ -164,8 +161,6 @@ def run_model(
             progress(planned, str(key))
 
     if cfg.workers <= 1:
-        if during is not None:
-            during()
         for ch in chunks:
             if ch.key in skipped:
                 take(ch.key, [], len(ch.seeds))
@@ -174,25 +169,8 @@ def run_model(
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(cfg.workers) as pool:
-            results = pool.imap_unordered(_run_chunk, chunks, chunksize=1)
-            failure: list[BaseException] = []
-
-            def consume() -> None:
-                try:
-                    for key, recs, planned, lost in results:
-                        take(key, recs, planned, lost)
-                except BaseException as e:  # re-raised in the caller's thread
-                    failure.append(e)
-
-            consumer = threading.Thread(target=consume, name="lab-results", daemon=True)
-            consumer.start()
-            try:
-                if during is not None:
-                    during()
-            finally:
-                consumer.join()
-            if failure:
-                raise failure[0]
+            for key, recs, planned, lost in pool.imap_unordered(_run_chunk, chunks, chunksize=1):
+                take(key, recs, planned, lost)
     cells: dict[CellKey, CellResult] = {}
     for key in keys:
         cell = cells[key] = CellResult(key, strategy=cfg.strategy, planned=cfg.cell_budget(key))
@@ -298,8 +276,10 @@ def run_lab(
         real_cells.update(got)
         notes.extend(real_notes)
 
-    # the real column runs here while the workers explore the model
-    cells = run_model(cfg, keys, progress=progress, during=real_column)
+    # the real column runs first, on an otherwise quiet machine: the model pool's load shifts
+    # the real races' timing (nested-umount+udev with util-linux: 7% alone, 0-2% alongside)
+    real_column()
+    cells = run_model(cfg, keys, progress=progress)
     if real_cells:
         cells.update(real_cells)
         columns.append(THIS_KERNEL)
