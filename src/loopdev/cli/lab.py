@@ -17,6 +17,8 @@ from typing import Any
 
 from loopdev.lab import model
 from loopdev.lab.runner import DEFAULT_BUDGET, LabConfig, default_workers, run_lab, to_json
+from loopdev.lab.scenarios import all_scenarios
+from loopdev.lab.userland import USERSPACES
 
 
 def add_parser(subparsers: Any) -> None:
@@ -25,6 +27,11 @@ def add_parser(subparsers: Any) -> None:
         "lab",
         help="run the race lab (model variants, and this kernel when root)",
         description=__doc__,
+        epilog="examples:\n"
+        "  loopdev lab --html report.html\n"
+        "  loopdev lab claims --no-real\n"
+        "  loopdev lab --scenario nested-umount+udev --variant v5.17-rc1 --budget 200\n"
+        "  loopdev lab replay 'nested-umount/util-linux-2.37/v5.17-rc1/random:0:...' --svg d.svg",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", nargs="?", choices=("run", "claims", "replay"), default="run")
@@ -34,12 +41,31 @@ def add_parser(subparsers: Any) -> None:
         help=f"runs per model cell (default: {DEFAULT_BUDGET}, fewer in costly scenarios' "
         "cells; see COSTLY_BUDGETS)",
     )  # fmt: skip
-    p.add_argument("--strategy", choices=model.STRATEGIES, default="portfolio")
+    p.add_argument(
+        "--strategy", choices=model.STRATEGIES, default="portfolio",
+        help="model exploration: random walk, PCT, bounded DFS, or a portfolio of random and "
+        "PCT (default)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="first seed (runs use seed, seed+1, ...)")
-    p.add_argument("--workers", type=int, default=default_workers())
-    p.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
-    p.add_argument("--variant", action="append", help="only this model variant (repeatable)")
-    p.add_argument("--userspace", action="append", help="only this userspace (repeatable)")
+    p.add_argument(
+        "--workers", type=int, default=default_workers(),
+        help="model worker processes (default: one per CPU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--scenario",
+        action="append",
+        help="only this scenario (repeatable): " + ", ".join(s.name for s in all_scenarios()),
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        help="only this model variant (repeatable): " + ", ".join(model.VARIANTS),
+    )
+    p.add_argument(
+        "--userspace",
+        action="append",
+        help="only this userspace (repeatable): " + ", ".join(USERSPACES),
+    )
     p.add_argument("--no-real", action="store_true", help="skip the column for this kernel")
     p.add_argument(
         "--real-scale", type=float, default=1.0, help="scale the real-kernel trial counts"
