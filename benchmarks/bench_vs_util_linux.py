@@ -35,28 +35,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import loopdev
 from loopdev import abi
 from loopdev.kernel import Kernel
+from loopdev.lab.realkernel import machine_lock
 from loopdev.linux import LinuxKernel
 
-LOCK_PATH = "/run/loopdev-realkernel.lock"
 TARGETS = {"attach+detach": 25.0, "mount+umount squashfs": 8.0, "mount+umount ext4": 8.0}
-
-
-@contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    """The shared real-kernel lock (docs/team.md)."""
-    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _run(argv: list[str]) -> str:
@@ -401,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench_vs_util_linux: needs root (loop devices, mount)", file=sys.stderr)
         return 3
-    with contextlib.nullcontext() if args.no_lock else machine_lock():
+    with contextlib.nullcontext() if args.no_lock else machine_lock(timeout=None):
         ws = Workspace(Path(tempfile.mkdtemp(prefix="loopdev-bench-")))
         try:
             results = measure(ws, args.rounds, args.warmup)

@@ -27,27 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import loopdev
+from loopdev.lab.realkernel import machine_lock
 from loopdev.lab.realudev import RealUdevd, running_udevd_pids
 
-LOCK_PATH = "/run/loopdev-realkernel.lock"
 CLEANUP_TIMEOUT = 10.0
-
-
-@contextlib.contextmanager
-def machine_lock() -> Iterator[None]:
-    import fcntl
-
-    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def sh(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -306,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stress: {tool_bin} is not installed", file=sys.stderr)
             return 4
     tools: list[Tool] = [t for t in (UtilLinux(), Loopdev()) if args.tool in ("both", t.name)]
-    with contextlib.nullcontext() if args.no_lock else machine_lock():
+    with contextlib.nullcontext() if args.no_lock else machine_lock(timeout=None):
         ws = Workspace(Path(tempfile.mkdtemp(prefix="loopdev-stress-")))
         results: dict[str, dict[str, Tally]] = {}
         try:

@@ -70,19 +70,25 @@ def util_linux_row() -> str | None:
 
 
 @contextlib.contextmanager
-def machine_lock(timeout: float = 120.0) -> Iterator[None]:
-    """Hold ``flock(LOCK_EX)`` on the machine-wide real-kernel lock (waiting up to timeout)."""
+def machine_lock(timeout: float | None = 120.0) -> Iterator[None]:
+    """Hold ``flock(LOCK_EX)`` on the machine-wide real-kernel lock, waiting up to ``timeout``
+    seconds (None: as long as it takes)."""
     fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{LOCK_PATH} held by someone else for {timeout}s") from None
-                time.sleep(0.1)
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"{LOCK_PATH} held by someone else for {timeout}s"
+                        ) from None
+                    time.sleep(0.1)
         yield
     finally:
         os.close(fd)
