@@ -1,9 +1,10 @@
 """util-linux vs loopdev, side by side in one run, interleaved rounds.
 
-    sudo .venv/bin/python benchmarks/bench_vs_util_linux.py [--rounds N] [--profile]
+    sudo .venv/bin/python benchmarks/bench_vs_util_linux.py [--rounds N] [--repeat K]
+        [--dir DIR] [--profile]
 
-Cycles compared (each round runs every cycle once with each tool, alternating which goes
-first):
+Cycles compared (each round runs every cycle with each contender beside a util-linux cycle of
+its own, alternating which of the two goes first):
 
 * attach+detach: ``losetup -f --show IMG`` + ``losetup -d DEV``  vs  ``attach(IMG)`` +
   ``LoopDevice.detach()`` in this process;
@@ -14,7 +15,10 @@ first):
 
 Prints the median time per cycle of each tool and the median of the per-round ratios
 (util-linux time / loopdev time), against the targets (attach+detach >= 25x, mount+umount
->= 8x). Holds the machine-wide real-kernel lock; cleans up everything it attached or mounted,
+>= 8x), and the same for two more contenders: ``syscalls`` (the system calls loopdev makes
+for its guarantees, without the library: what any implementation of those steps costs) and
+``floor`` (the fewest system calls that do the job). Images live on /dev/shm unless
+``--dir`` says otherwise. Holds the machine-wide real-kernel lock; cleans up everything it attached or mounted,
 also on failure. ``--profile`` adds a cProfile of the loopdev cycles.
 """
 
