@@ -1,5 +1,7 @@
 """Open the lab's HTML report in headless Chromium and check, from a screenshot and from the
-DOM Chromium built, that the matrix, the plots and at least one sequence diagram render.
+DOM Chromium built, that the matrix, the plots and at least one sequence diagram render, and,
+driving Chromium over the DevTools protocol, that clicking a failure's trace link downloads
+its Perfetto JSON (unpacked in the page from the embedded gzip).
 
 The report comes from a real (small) lab run on the model, so the diagram is a real failing
 interleaving found by exploration.
@@ -7,12 +9,17 @@ interleaving found by exploration.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import select
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,7 +124,10 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[byt
 
 def test_report_is_self_contained(report: Path) -> None:
     text = report.read_text()
-    assert "<script" not in text
+    # one inline script (the trace download handler); the other script elements are inert data
+    scripts = re.findall(r"<script([^>]*)>", text)
+    assert scripts.count("") == 1
+    assert all(s.startswith(' type="application/gzip"') for s in scripts if s)
     # no external resources: every src/href is a data: URI or an in-page anchor
     for ref in re.findall(r'(?:src|href)="([^"]*)"', text):
         assert ref.startswith(("data:", "#")), ref
@@ -150,3 +160,112 @@ def test_chromium_renders_matrix_plots_and_a_sequence_diagram(
     # the page is not blank: plenty of non-white pixels
     dark = sum(1 for row in rows[::4] for x in range(0, len(row), 12) if row[x] < 128)
     assert dark > 500
+
+
+class _DevTools:
+    """Chromium driven over ``--remote-debugging-pipe`` (DevTools protocol messages, NUL
+    separated, on the browser's fds 3 and 4)."""
+
+    def __init__(self, profile: Path) -> None:
+        assert CHROMIUM is not None
+        to_chrome, self._w = os.pipe()
+        self._r, from_chrome = os.pipe()
+        self.proc = subprocess.Popen(
+            ["bash", "-c", f'exec "$@" 3<&{to_chrome} 4>&{from_chrome}', "bash", CHROMIUM, *FLAGS,
+             f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
+            pass_fds=(to_chrome, from_chrome),
+            stdout=subprocess.DEVNULL,
+            stderr=(profile.parent / f"{profile.name}.log").open("wb"),
+        )  # fmt: skip
+        self.log = profile.parent / f"{profile.name}.log"
+        os.close(to_chrome)
+        os.close(from_chrome)
+        self._buf = b""
+        self._id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        os.close(self._w)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._r)
+
+    def _message(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            assert left > 0, "Chromium did not answer in time"
+            ready, _, _ = select.select([self._r], [], [], left)
+            if ready:
+                chunk = os.read(self._r, 1 << 16)
+                assert chunk, "Chromium closed the DevTools pipe: " + self.log.read_text()[-3000:]
+                self._buf += chunk
+        raw, self._buf = self._buf.split(b"\0", 1)
+        msg: dict[str, Any] = json.loads(raw)
+        return msg
+
+    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """Send one command, return its result (events that arrive meanwhile are kept)."""
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + 60
+        while True:
+            reply = self._message(deadline)
+            if reply.get("id") == self._id:
+                assert "error" not in reply, reply
+                result: dict[str, Any] = reply["result"]
+                return result
+            self.events.append(reply)
+
+    def evaluate(self, session: str, expression: str) -> Any:
+        r = self.call(
+            "Runtime.evaluate", session, expression=expression, returnByValue=True,
+            awaitPromise=True, userGesture=True,
+        )  # fmt: skip
+        assert "exceptionDetails" not in r, r["exceptionDetails"]
+        return r["result"].get("value")
+
+
+def test_chromium_downloads_a_failure_trace_as_perfetto_json(report: Path, tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    devtools = _DevTools(tmp_path / "p3")
+    try:
+        devtools.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+        target = devtools.call("Target.createTarget", url=report.as_uri())["targetId"]
+        session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        deadline = time.monotonic() + 60
+        loaded = f"location.href === {json.dumps(report.as_uri())} && document.readyState === 'complete'"
+        while not devtools.evaluate(session, loaded):  # (not the initial about:blank)
+            assert time.monotonic() < deadline, "the report did not finish loading"
+            time.sleep(0.2)
+        link = devtools.evaluate(
+            session,
+            "(() => { const a = document.querySelector('a[data-trace]'); a.click();"
+            " return {file: a.dataset.file, id: a.dataset.trace,"
+            " text: a.textContent}; })()",
+        )
+        assert link["text"] == "Chrome/Perfetto trace JSON"
+        assert re.fullmatch(r"failure-[a-z0-9-]+-1\.perfetto\.json", link["file"]), link
+        saved = downloads / link["file"]
+        while not saved.exists():
+            assert time.monotonic() < deadline, f"nothing downloaded: {os.listdir(downloads)}"
+            time.sleep(0.2)
+        # the page's own unpacking, evaluated directly, gives the same text
+        in_page = devtools.evaluate(session, f"loopdevTrace({json.dumps(link['id'])}).then(b => b.text())")
+    finally:
+        devtools.close()
+    text = saved.read_text()
+    trace = json.loads(text)
+    assert isinstance(trace["traceEvents"], list) and trace["traceEvents"]
+    assert any(e.get("ph") == "B" for e in trace["traceEvents"])
+    assert in_page == text
+    page = report.read_text()
+    m = re.search(rf'<script type="application/gzip" id="{link["id"]}">([^<]*)</script>', page)
+    assert m and html.unpack(m.group(1)) == text

@@ -1,10 +1,18 @@
-"""The lab's HTML report: one self-contained page (inline CSS and SVG, no JavaScript, no
-external resources) with the matrix, the claims, plots, and for each failure found its
-interleaving as a sequence diagram plus a downloadable Chrome/Perfetto trace JSON."""
+"""The lab's HTML report: one self-contained page (inline CSS and SVG, no external resources)
+with the matrix, the claims, plots, and for each failure found its interleaving as a sequence
+diagram plus a downloadable Chrome/Perfetto trace JSON.
+
+The trace JSONs are what made the page big (0.5 MB each as data: URIs), so each is embedded
+gzip-compressed and base64-encoded in an inert ``<script type="application/gzip">`` element;
+the page's one small script unpacks it with the browser's ``DecompressionStream`` when its
+link is clicked and downloads it as ``failure-<scenario>-<userspace>-<variant>-<n>.perfetto.json``.
+Everything else works without JavaScript.
+"""
 
 from __future__ import annotations
 
 import base64
+import gzip
 import html
 import re
 
@@ -167,13 +175,53 @@ def _slug(text: str) -> str:
 MAX_DRAWN = 40
 
 
+#: the page's script: a click on a trace link unpacks its embedded trace and downloads it.
+#: ``loopdevTrace(id)`` (a Promise of the JSON Blob) is also what the Chromium test calls.
+_JS = """
+"use strict";
+async function loopdevTrace(id){
+ const b=atob(document.getElementById(id).textContent.trim()),u=new Uint8Array(b.length);
+ for(let i=0;i<b.length;i++)u[i]=b.charCodeAt(i);
+ const s=new Blob([u]).stream().pipeThrough(new DecompressionStream("gzip"));
+ return new Blob([await new Response(s).arrayBuffer()],{type:"application/json"});
+}
+document.addEventListener("click",async ev=>{
+ const a=ev.target instanceof Element&&ev.target.closest("a[data-trace]");
+ if(!a)return;
+ ev.preventDefault();
+ if(!("DecompressionStream" in window)){alert("This browser cannot unpack the trace (no DecompressionStream).");return;}
+ const url=URL.createObjectURL(await loopdevTrace(a.dataset.trace)),d=document.createElement("a");
+ d.href=url;d.download=a.dataset.file;document.body.append(d);d.click();d.remove();
+ setTimeout(()=>URL.revokeObjectURL(url),60000);
+});
+"""
+
+
+def pack(text: str) -> str:
+    """``text`` gzip-compressed and base64-encoded, as embedded in the page (deterministic:
+    the gzip header carries no timestamp)."""
+    return base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode()
+
+
+def unpack(data: str) -> str:
+    """The inverse of :func:`pack`."""
+    return gzip.decompress(base64.b64decode(data)).decode()
+
+
+def trace_file_name(key: CellKey, n: int) -> str:
+    """The download name of failure ``n``'s trace."""
+    return f"failure-{_slug(key.scenario)}-{_slug(key.userspace)}-{_slug(key.column)}-{n}.perfetto.json"
+
+
 def failure_section(
-    key: CellKey, ex: Example, count: int, checked: int, *, draw: bool = True
+    key: CellKey, ex: Example, count: int, checked: int, *, draw: bool = True, n: int = 0
 ) -> str:
-    """One failure: message, replay token, lockdep report, sequence diagram, trace JSON."""
+    """One failure (number ``n`` on the page): message, replay token, lockdep report,
+    sequence diagram, trace JSON."""
     title = f"{key.scenario} / {USERSPACES.get(key.userspace, key.userspace)} / {key.column}: {ex.label}"
+    anchor = f"f-{_slug(str(key) + ex.label)}"
     parts = [
-        f'<div class="failure" id="f-{_slug(str(key) + ex.label)}">',
+        f'<div class="failure" id="{anchor}">',
         f"<h3>{_e(title)}</h3>",
         f'<p>{count} of {checked} runs; first at seed {ex.seed}.</p>',
     ]
@@ -186,13 +234,11 @@ def failure_section(
         parts.append(f"<pre>{_e(ex.lockdep[:6000])}</pre>")
     if ex.events and draw:
         svg = sequence_svg(ex.events, title=title)
-        data = base64.b64encode(
-            chrome_trace_json(ex.events, process=f"{key.scenario} on {key.column}").encode()
-        ).decode()
-        name = _slug(f"{key.scenario}-{key.userspace}-{key.column}-{ex.label}") + ".trace.json"
+        data = pack(chrome_trace_json(ex.events, process=f"{key.scenario} on {key.column}"))
         parts.append(
-            f'<p><a download="{name}" href="data:application/json;base64,{data}">'
+            f'<p><a href="#{anchor}" data-trace="trace-{n}" data-file="{trace_file_name(key, n)}">'
             f"Chrome/Perfetto trace JSON</a> (open in ui.perfetto.dev or chrome://tracing)</p>"
+            f'<script type="application/gzip" id="trace-{n}">{data}</script>'
         )
         parts.append(f'<div class="diagram">{svg}</div>')
     else:
@@ -218,7 +264,9 @@ def render(result: LabResult) -> str:
     # user-visible failures and deadlocks first; only the first MAX_DRAWN carry diagrams
     found.sort(key=lambda t: (not t[2].label.startswith(("fail", "deadlock")), str(t[0])))
     failures = [
-        failure_section(key, ex, cell.counts.get(ex.label, 0), cell.checked, draw=i < MAX_DRAWN)
+        failure_section(
+            key, ex, cell.counts.get(ex.label, 0), cell.checked, draw=i < MAX_DRAWN, n=i + 1
+        )
         for i, (key, cell, ex) in enumerate(found)
     ]
     gaps = (
@@ -236,7 +284,7 @@ def render(result: LabResult) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<title>loopdev race lab</title>"
-        f"<style>{_CSS}</style></head><body>"
+        f"<style>{_CSS}</style><script>{_JS}</script></head><body>"
         "<h1>loopdev race lab</h1>"
         f"<p class='small'>strategy {_e(cfg.strategy)}, budget {_e(cfg.budget_text())} runs per model cell, "
         f"seed {cfg.seed}, {cfg.workers} workers, {result.seconds:.1f}s.</p>"

@@ -103,7 +103,8 @@ class _Span:
 
 
 def _esc(text: str) -> str:
-    return html.escape(text, quote=True)
+    """``text`` escaped for element content (quotes need no escaping there)."""
+    return html.escape(text, quote=False)
 
 
 def _clip(text: str, width_px: int) -> str:
@@ -111,10 +112,41 @@ def _clip(text: str, width_px: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _style() -> str:
+    """The diagram's CSS, scoped to ``.seq`` (inline SVG styles apply to the whole page):
+    colours and weights live here once instead of on every element."""
+    fills = "".join(f".seq .{k}{{fill:{c}}}" for k, c in _COLORS.items())
+    return (
+        "<style>.seq text{font:11px ui-monospace,Menlo,Consolas,monospace}" + fills
+        + ".seq .title{font-weight:bold;font-size:12px}.seq .lane{font-weight:bold}"
+        ".seq .g{fill:#888;font-size:9px}.seq .ret{fill:#3b6fb6}"
+        ".seq .err,.seq .fail,.seq .lockdep,.seq .state{font-weight:bold}.seq .err{fill:#c0392b}"
+        ".seq .band{opacity:.16}.seq rect.unlock{fill:#fff;stroke:#7a4fb0}"
+        ".seq circle.wait{fill:#fff;stroke:#b07a1a;stroke-width:2}"
+        ".seq line.wake{stroke:#1f8a5a;stroke-width:1.3}"
+        ".seq rect.sys{fill:#3b6fb6;opacity:.85}.seq rect.fn{fill:#8a8a8a;opacity:.5}"
+        ".seq text.sys{fill:#3b6fb6;text-anchor:end}.seq text.fn{fill:#8a8a8a;font-size:9px}"
+        ".seq .sys.e{fill:#c0392b}.seq .lh{fill:#eef2f8;stroke:#9ab}"
+        ".seq .ll{stroke:#ccd;stroke-dasharray:3,3}</style>"
+    )
+
+
+def _text(x: int, y: int, cls: str, text: str, width_px: int) -> str:
+    """A label clipped to ``width_px``; a clipped one carries its full text as a tooltip."""
+    shown = _clip(text, width_px)
+    tip = f"<title>{_esc(text)}</title>" if shown != text else ""
+    return f'<text x="{x}" y="{y}" class="{cls}">{tip}{_esc(shown)}</text>'
+
+
 def sequence_svg(
     events: Iterable[Event], *, title: str = "", max_rows: int = 400
 ) -> str:
-    """An inline ``<svg>`` sequence diagram of one run's trace."""
+    """An inline ``<svg>`` sequence diagram of one run's trace.
+
+    Kept small (reports embed dozens): integer coordinates, colours from the CSS classes
+    of :func:`_style`, and tooltips only on labels that had to be clipped (the row's step and
+    time are in the left gutter, its task in the lane header).
+    """
     evs, elided = select_events(events, max_rows)
     lanes: list[str] = []
     for e in evs:
@@ -123,15 +155,16 @@ def sequence_svg(
     if not lanes:
         lanes = ["-"]
     lane_of = {t: i for i, t in enumerate(lanes)}
-    top = HEAD_H + (ROW_H if elided else 0) + (18 if title else 0)
+    head = 18 if title else 0
+    top = HEAD_H + (ROW_H if elided else 0) + head
     width = GUTTER + LANE_W * len(lanes) + 130
     height = top + ROW_H * (len(evs) + 1) + 8
 
-    def lx(lane: int) -> float:
-        return GUTTER + lane * LANE_W + LANE_W / 2
+    def lx(lane: int) -> int:
+        return GUTTER + lane * LANE_W + LANE_W // 2
 
-    def ry(row: int) -> float:
-        return top + row * ROW_H + ROW_H / 2
+    def ry(row: int) -> int:
+        return top + row * ROW_H + ROW_H // 2
 
     parts: list[str] = []
     marks: list[str] = []
@@ -142,7 +175,6 @@ def sequence_svg(
         kind, name, detail = e["kind"], e["name"], e["detail"]
         stack = open_spans.setdefault(e["thread"], [])
         label = f"{name} {detail}".strip()
-        tip = f"step {e['step']} t={e['time']:.6f} [{e['thread']}] {kind} {label}"
         x, y = lx(lane), ry(row)
         if kind in ("syscall", "enter"):
             sp = _Span(lane, row, len(stack), label if kind == "syscall" else name, kind)
@@ -155,114 +187,81 @@ def sequence_svg(
                 sp = stack.pop()
                 sp.end = row
                 if sp.kind == want:
-                    if kind == "sysret" and _is_error_return(detail):
-                        sp.error = True
-                        marks.append(
-                            f'<text x="{x + 8}" y="{y + 4}" class="err">'
-                            f"<title>{_esc(tip)}</title>{_esc(_clip('→ ' + label, LANE_W - 10))}</text>"
-                        )
-                    elif kind == "sysret":
-                        marks.append(
-                            f'<text x="{x + 8}" y="{y + 4}" class="ret">'
-                            f"<title>{_esc(tip)}</title>{_esc(_clip('→ ' + label, LANE_W - 10))}</text>"
-                        )
+                    if kind == "sysret":
+                        sp.error = _is_error_return(detail)
+                        cls = "err" if sp.error else "ret"
+                        marks.append(_text(x + 8, y + 4, cls, "→ " + label, LANE_W - 10))
                     break
             continue
-        color = _COLORS.get(kind, "#555")
         if kind in ("fail", "lockdep"):
             marks.append(
-                f'<rect x="{GUTTER}" y="{y - ROW_H / 2}" width="{LANE_W * len(lanes)}" '
-                f'height="{ROW_H}" fill="{color}" opacity="0.16"/>'
+                f'<rect x="{GUTTER}" y="{y - ROW_H // 2}" width="{LANE_W * len(lanes)}" '
+                f'height="{ROW_H}" class="band {kind}"/>'
             )
-            marks.append(
-                f'<text x="{x - LANE_W / 2 + 4}" y="{y + 4}" class="fail" fill="{color}">'
-                f"<title>{_esc(tip)}</title>✗ {_esc(_clip(label, 3 * LANE_W))}</text>"
-            )
+            marks.append(_text(x - LANE_W // 2 + 4, y + 4, kind, "✗ " + label, 3 * LANE_W + 12))
             continue
         if kind == "state":
             marks.append(
-                f'<path d="M{x - 5},{y} L{x},{y - 5} L{x + 5},{y} L{x},{y + 5} Z" fill="{color}"/>'
-                f'<text x="{x + 8}" y="{y + 4}" class="state" fill="{color}">'
-                f"<title>{_esc(tip)}</title>{_esc(_clip(label, LANE_W - 10))}</text>"
+                f'<path d="M{x - 5},{y}L{x},{y - 5}L{x + 5},{y}L{x},{y + 5}Z" class="state"/>'
+                + _text(x + 8, y + 4, "state", label, LANE_W - 10)
             )
             continue
         if kind == "wake":
             target = _wake_target(name, detail, lane_of)
             if target is not None and target != lane:
-                tx = lx(target)
                 marks.append(
-                    f'<line x1="{x}" y1="{y}" x2="{tx}" y2="{y}" stroke="{color}" '
-                    f'stroke-width="1.3" marker-end="url(#arrow)"><title>{_esc(tip)}</title></line>'
+                    f'<line x1="{x}" y1="{y}" x2="{lx(target)}" y2="{y}" class="wake" '
+                    'marker-end="url(#arrow)"/>'
                 )
         shape = {
-            "lock": f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" fill="{color}"/>',
-            "unlock": f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" fill="white" '
-            f'stroke="{color}"/>',
-            "wait": f'<circle cx="{x}" cy="{y}" r="4" fill="white" stroke="{color}" '
-            f'stroke-width="2"/>',
-            "wake": f'<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>',
-            "uevent": f'<circle cx="{x}" cy="{y}" r="4" fill="{color}"/>',
-            "spawn": f'<circle cx="{x}" cy="{y}" r="5" fill="{color}"/>',
-            "exit": f'<rect x="{x - 5}" y="{y - 2}" width="10" height="4" fill="{color}"/>',
-        }.get(kind, f'<circle cx="{x}" cy="{y}" r="2" fill="{color}"/>')
+            "lock": f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" class="lock"/>',
+            "unlock": f'<rect x="{x - 4}" y="{y - 4}" width="8" height="8" class="unlock"/>',
+            "wait": f'<circle cx="{x}" cy="{y}" r="4" class="wait"/>',
+            "wake": f'<circle cx="{x}" cy="{y}" r="3" class="wake"/>',
+            "uevent": f'<circle cx="{x}" cy="{y}" r="4" class="uevent"/>',
+            "spawn": f'<circle cx="{x}" cy="{y}" r="5" class="spawn"/>',
+            "exit": f'<rect x="{x - 5}" y="{y - 2}" width="10" height="4" class="exit"/>',
+        }.get(kind, f'<circle cx="{x}" cy="{y}" r="2" fill="#555"/>')
         word = {"lock": "lock", "unlock": "unlock", "wait": "wait", "wake": "wake"}.get(kind, "")
         text = f"{word} {label}".strip() if word else label
-        marks.append(
-            f"{shape}<text x=\"{x + 8}\" y=\"{y + 4}\" class=\"{kind}\" fill=\"{color}\">"
-            f"<title>{_esc(tip)}</title>{_esc(_clip(text, LANE_W - 12))}</text>"
-        )
+        marks.append(shape + _text(x + 8, y + 4, kind, text, LANE_W - 12))
 
     last = len(evs)
     for sp in spans:
         end = sp.end if sp.end >= 0 else last
         x = lx(sp.lane) - 6 + sp.depth * 3
-        y0 = ry(sp.row) - ROW_H / 2 + 2
+        y0 = ry(sp.row) - ROW_H // 2 + 2
         h = max(ROW_H - 4, (end - sp.row) * ROW_H)
-        color = "#c0392b" if sp.error else _COLORS["syscall" if sp.kind == "syscall" else "enter"]
         cls = "sys" if sp.kind == "syscall" else "fn"
+        if sp.error:
+            cls += " e"
         parts.append(
-            f'<rect class="{cls}" x="{x}" y="{y0}" width="{5 if cls == "sys" else 3}" '
-            f'height="{h}" fill="{color}" opacity="{0.85 if cls == "sys" else 0.5}"/>'
+            f'<rect x="{x}" y="{y0}" width="{5 if sp.kind == "syscall" else 3}" '
+            f'height="{h}" class="{cls}"/>'
         )
-        parts.append(
-            f'<text x="{x - 3}" y="{ry(sp.row) + 4}" text-anchor="end" class="{cls}" '
-            f'fill="{color}">{_esc(_clip(sp.label, LANE_W // 2 - 8))}'
-            f"<title>{_esc(sp.label)}</title></text>"
-            if cls == "sys"
-            else f'<text x="{x + 6}" y="{ry(sp.row) + 4}" class="fn" fill="{color}">'
-            f"{_esc(_clip(sp.label, LANE_W // 2 - 8))}</text>"
-        )
+        if sp.kind == "syscall":
+            parts.append(_text(x - 3, ry(sp.row) + 4, cls, sp.label, LANE_W // 2 - 8))
+        else:
+            parts.append(_text(x + 6, ry(sp.row) + 4, cls, sp.label, LANE_W // 2 - 8))
 
-    gutter: list[str] = []
-    for row, e in enumerate(evs):
-        gutter.append(
-            f'<text x="4" y="{ry(row) + 4}" class="g">{e["step"]} '
-            f'{e["time"] * 1000:.3f}ms</text>'
-        )
-    heads: list[str] = []
-    for i, t in enumerate(lanes):
-        heads.append(
-            f'<rect x="{GUTTER + i * LANE_W + 6}" y="{(18 if title else 0) + 4}" '
-            f'width="{LANE_W - 12}" height="22" rx="4" fill="#eef2f8" stroke="#9ab"/>'
-            f'<text x="{lx(i)}" y="{(18 if title else 0) + 19}" text-anchor="middle" '
-            f'class="lane">{_esc(_clip(t, LANE_W - 16))}</text>'
-            f'<line x1="{lx(i)}" y1="{top - 4}" x2="{lx(i)}" y2="{height - 4}" '
-            f'stroke="#ccd" stroke-dasharray="3,3"/>'
-        )
-    header = (
-        f'<text x="4" y="14" class="title">{_esc(title)}</text>' if title else ""
+    gutter = "".join(
+        f'<text x="4" y="{ry(row) + 4}">{e["step"]} {e["time"] * 1000:.3f}ms</text>'
+        for row, e in enumerate(evs)
     )
+    heads = "".join(
+        f'<rect x="{GUTTER + i * LANE_W + 6}" y="{head + 4}" width="{LANE_W - 12}" height="22" '
+        f'rx="4" class="lh"/>'
+        f'<text x="{lx(i)}" y="{head + 19}" text-anchor="middle" class="lane">'
+        f"{_esc(_clip(t, LANE_W - 16))}</text>"
+        f'<line x1="{lx(i)}" y1="{top - 4}" x2="{lx(i)}" y2="{height - 4}" class="ll"/>'
+        for i, t in enumerate(lanes)
+    )
+    header = f'<text x="4" y="14" class="title">{_esc(title)}</text>' if title else ""
     elision = (
         f'<text x="{GUTTER}" y="{top - 4}" class="g">… {elided} earlier events not drawn '
         f"(kernel-function detail and the start of the run: see the trace JSON)</text>"
         if elided
         else ""
-    )
-    style = (
-        "<style>text{font:11px ui-monospace,Menlo,Consolas,monospace}"
-        ".title{font-weight:bold;font-size:12px}.lane{font-weight:bold}"
-        ".g{fill:#888;font-size:9px}.err{fill:#c0392b;font-weight:bold}.ret{fill:#3b6fb6}"
-        ".fail{font-weight:bold}.state{font-weight:bold}.fn{font-size:9px}</style>"
     )
     defs = (
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="6" '
@@ -271,10 +270,8 @@ def sequence_svg(
     )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="seq" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}">{style}{defs}{header}'
-        + "".join(heads)
-        + elision
-        + "".join(gutter)
+        f'height="{height}" viewBox="0 0 {width} {height}">{_style()}{defs}{header}{heads}'
+        f'{elision}<g class="g">{gutter}</g>'
         + "".join(parts)
         + "".join(marks)
         + "</svg>"
