@@ -78,3 +78,19 @@ def test_diagram_escapes_markup_in_names() -> None:
     svg = sequence_svg([_ev(1, "a<b>", "fail", "<script>", "&")])
     assert "<script>" not in svg
     assert re.search(r"&lt;script&gt;", svg)
+
+
+def test_diagram_marks_model_shaped_errors_and_wakeups() -> None:
+    """Details as the model writes them: sysret ``= -EIO``, wake ``1 waiter(s)`` naming the
+    wait queue, not the task."""
+    events = [
+        _ev(1, "mount/106", "syscall", "pread64", "(3, 4096, 0)"),
+        _ev(2, "mount/106", "wait", "loop0:mq_freeze_wq", "wait_event"),
+        _ev(3, "kworker/105", "wake", "loop0:mq_freeze_wq", "1 waiter(s)"),
+        _ev(4, "mount/106", "sysret", "pread64", "= -EIO"),
+        _ev(5, "mount/106", "syscall", "close", "(3,)"),
+        _ev(6, "mount/106", "sysret", "close", "= 0"),
+    ]
+    svg = sequence_svg(events)
+    assert svg.count('class="err"') == 1  # the -EIO return, not the close's 0
+    assert 'marker-end="url(#arrow)"' in svg  # kworker wakes mount

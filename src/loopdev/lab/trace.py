@@ -87,7 +87,8 @@ def select_events(events: Iterable[Event], max_rows: int = 400) -> tuple[list[di
 
 
 def _is_error_return(detail: str) -> bool:
-    d = detail.strip()
+    """A sysret detail such as ``= -ENOENT`` (the ``=`` is optional) is an error return."""
+    d = detail.strip().removeprefix("=").strip()
     return d.startswith("-") or d.startswith("E") or "error" in d.lower()
 
 
@@ -170,6 +171,7 @@ def sequence_svg(
     marks: list[str] = []
     open_spans: dict[str, list[_Span]] = {}
     spans: list[_Span] = []
+    waiting: dict[str, list[int]] = {}  # wait-queue name -> lanes waiting on it, in order
     for row, e in enumerate(evs):
         lane = lane_of[e["thread"]]
         kind, name, detail = e["kind"], e["name"], e["detail"]
@@ -206,8 +208,12 @@ def sequence_svg(
                 + _text(x + 8, y + 4, "state", label, LANE_W - 10)
             )
             continue
+        if kind == "wait":
+            waiting.setdefault(name, []).append(lane)
         if kind == "wake":
             target = _wake_target(name, detail, lane_of)
+            if target is None and waiting.get(name):
+                target = waiting[name].pop(0)  # the task that waited on it longest
             if target is not None and target != lane:
                 marks.append(
                     f'<line x1="{x}" y1="{y}" x2="{lx(target)}" y2="{y}" class="wake" '
