@@ -13,6 +13,7 @@ from simkit import attach, errno_of, make_image, run_model
 
 from loopdev import abi
 from loopdev.sim.kernel import SimKernel
+from loopdev.sim.rcu import JIFFY
 
 
 def mount_loop(k: SimKernel, image: str, target: str, fstype: str) -> int:
@@ -67,3 +68,24 @@ def test_ebusy_clears_once_the_delayed_fput_ran_on_v5_17_rc1() -> None:
         run = run_model("v5.17-rc1", main, seed=seed, trace=False)
         assert run.ok, run.outcome.describe()
         assert run.notes["outer"] is None
+
+
+def test_delayed_fput_runs_at_the_next_timer_tick() -> None:
+    """fs/file_table.c: the last fput from a kthread (v5.17-rc1's rundown work dropping the
+    backing file) is ``schedule_delayed_work(&delayed_fput_work, 1)``: released after the
+    fput, within one jiffy, not at once."""
+
+    def main(k: SimKernel, notes: dict[str, Any]) -> None:
+        nested(k, notes)
+        k.sleep(0.1)  # the teardown and its delayed fput finish meanwhile
+
+    for seed in range(5):
+        run = run_model("v5.17-rc1", main, seed=seed)
+        assert run.ok, run.outcome.describe()
+        events = run.kernel.sched.trace.events
+        queued = [e.time for e in events if e.kind == "point" and e.name == "queue_work"
+                  and e.detail.startswith("delayed_fput ")]  # fmt: skip
+        drained = [e.time for e in events if e.kind == "enter" and e.name == "delayed_fput"]
+        assert queued and drained
+        delay = drained[0] - queued[0]
+        assert 0 < delay <= JIFFY + 1e-9, delay

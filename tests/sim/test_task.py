@@ -8,17 +8,20 @@ from collections.abc import Callable
 
 import pytest
 
+from loopdev.sim import task as task_mod
 from loopdev.sim.sched import RandomWalk, RunOutcome, Scheduler, Thread, sleep
 from loopdev.sim.sync import WaitQueue, wait_event, wait_event_killable
 from loopdev.sim.task import (
     SIGKILL,
     Task,
+    add_exit_hook,
     current,
     kthread_run,
     kthread_should_stop,
     kthread_stop,
     send_sig,
     task_work_add,
+    task_work_run,
 )
 
 
@@ -195,3 +198,31 @@ def test_kthreads_never_return_to_user_mode_and_can_be_stopped() -> None:
         result = s.run()
         assert result.error is not None
         raise result.error
+
+
+def test_exit_hooks_run_before_pf_exiting_so_their_task_work_still_runs() -> None:
+    """kernel/exit.c: io_uring_files_cancel (an exit hook) runs before exit_signals sets
+    PF_EXITING; task_work it queues and runs is handled, and the task can still get more
+    (the fputs of exit_files) until exit_task_work."""
+    seen: list[str] = []
+
+    def hook(task: Task) -> None:
+        if task.comm != "fio":
+            return
+        seen.append(f"exiting={task.exiting}")
+        task_work_add(task, lambda: seen.append("hook work"))
+        task_work_run()
+
+    add_exit_hook(hook)
+    try:
+
+        def prog(s: Scheduler) -> None:
+            def body() -> None:
+                current().files[3] = FakeFile("ring", seen)
+
+            s.spawn(Task("fio", body))
+
+        assert run(prog).ok
+    finally:
+        task_mod.exit_hooks.remove(hook)
+    assert seen == ["exiting=False", "hook work", "fput ring", "__fput ring"]

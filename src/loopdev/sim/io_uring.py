@@ -967,10 +967,8 @@ class IoUringExitCancelWait(IoUring):
         self.io_uring_cancel_generic(True)
         self.flush_delayed_fput()
 
-    @kfunc
     def flush_delayed_fput(self) -> None:
-        vfs = self.machine.vfs
-        flush_work(vfs.delayed_fput_work)
+        self.machine.vfs.flush_delayed_fput()
 
 
 IO_URING_VARIANTS: dict[str, type[IoUring]] = {

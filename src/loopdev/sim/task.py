@@ -239,15 +239,19 @@ def exit_task_work(task: Task) -> None:
 
 @kfunc
 def do_exit(code: int) -> None:
-    """The current task exits: close files, run task_work, unwind."""
+    """The current task exits: close files, run task_work, unwind.
+
+    In kernel/exit.c's order: ``io_uring_files_cancel`` (the exit hooks) runs before
+    ``exit_signals`` sets PF_EXITING, so task_work the hooks run is handled as usual;
+    then ``exit_files``, whose fputs are task_work that ``exit_task_work`` runs."""
     task = current()
-    if task.exiting:
-        raise TaskExit
-    task.exiting = True
+    if task.exit_code is not None:
+        raise TaskExit  # already in do_exit
     task.exit_code = code
     _emit("state", "do_exit", str(code))
     for hook in exit_hooks:
         hook(task)
+    task.exiting = True  # exit_signals: PF_EXITING
     exit_files(task)
     exit_task_work(task)
     raise TaskExit

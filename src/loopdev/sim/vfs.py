@@ -3,7 +3,8 @@ tables, path lookup with mount crossing, flock, mount(2)/umount2(2).
 
 Modelled on fs/file_table.c (``fput``: the last reference from a user task is released by
 ``____fput`` as task_work before the task returns to user mode; from a kernel thread it goes
-on the ``delayed_fput`` list, drained by a work on ``system_wq``), fs/namespace.c
+on the ``delayed_fput`` list, drained by a delayed work on ``system_wq`` at the next timer
+tick), fs/namespace.c
 (``do_umount``: EBUSY while anything holds the mount; the last ``mntput`` of a detached mount
 runs ``__cleanup_mnt`` as task_work, from a kthread via ``delayed_mntput``), fs/super.c
 (``deactivate_super`` → ``kill_block_super`` → ``blkdev_put``) and fs/locks.c (flock).
@@ -22,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from loopdev import abi
 from loopdev.kernel import Stat
+from loopdev.sim import sched as _sched
+from loopdev.sim.rcu import tick_phase
 from loopdev.sim.sched import kfunc, point
 from loopdev.sim.sync import PercpuRwsem, WaitQueue, wait_event, wake_up_all
 from loopdev.sim.task import TWA_RESUME, Task, current, task_work_add
-from loopdev.sim.workqueue import Work, queue_work, system_wq
+from loopdev.sim.workqueue import Work, flush_work, queue_work, system_wq
 
 if TYPE_CHECKING:
     from loopdev.sim.block import BlockDevice
@@ -633,9 +636,9 @@ class Vfs:
         self.mount_hash: dict[tuple[Mount, Inode], list[Mount]] = {}
         self.chrdevs: dict[int, FileOperations] = {DEV_NULL: NULL_OPS}
         self.delayed_fput_list: list[File] = []
-        self.delayed_fput_work = Work(self.delayed_fput, "delayed_fput")
+        self.delayed_fput_work = Work(self._delayed_fput_timer, "delayed_fput")
         self.delayed_mntput_list: list[Mount] = []
-        self.delayed_mntput_work = Work(self._delayed_mntput, "delayed_mntput")
+        self.delayed_mntput_work = Work(self._delayed_mntput_timer, "delayed_mntput")
         self.root_mnt: Mount = self._rootfs()
 
     def anon_dev(self) -> int:
@@ -651,11 +654,25 @@ class Vfs:
     # -- delayed fput / mntput (from kernel threads) ----------------------------------------
 
     def delayed_fput_add(self, file: File) -> None:
-        """``llist_add(&file->f_llist, &delayed_fput_list)`` + ``schedule_delayed_work``."""
+        """``llist_add(&file->f_llist, &delayed_fput_list)`` +
+        ``schedule_delayed_work(&delayed_fput_work, 1)``: the list is drained at the next
+        timer tick, from just after now to one jiffy later (:meth:`_delayed_fput_timer`)."""
         first = not self.delayed_fput_list
         self.delayed_fput_list.append(file)
         if first:
             queue_work(system_wq, self.delayed_fput_work)
+
+    def _delayed_fput_timer(self) -> None:
+        """The delayed work's timer (one jiffy, fires at the next tick), then the work."""
+        _sched.sleep(tick_phase())
+        self.delayed_fput()
+
+    @kfunc
+    def flush_delayed_fput(self) -> None:
+        """fs/file_table.c ``flush_delayed_fput``: drain the list in the caller, then wait
+        for a run already under way."""
+        self.delayed_fput()
+        flush_work(self.delayed_fput_work)
 
     @kfunc
     def delayed_fput(self) -> None:
@@ -665,10 +682,16 @@ class Vfs:
             do_fput(f)
 
     def delayed_mntput(self, mnt: Mount) -> None:
+        """fs/namespace.c ``mntput_no_expire`` from a kthread: ``llist_add`` +
+        ``schedule_delayed_work(&delayed_mntput_work, 1)``."""
         first = not self.delayed_mntput_list
         self.delayed_mntput_list.append(mnt)
         if first:
             queue_work(system_wq, self.delayed_mntput_work)
+
+    def _delayed_mntput_timer(self) -> None:
+        _sched.sleep(tick_phase())
+        self._delayed_mntput()
 
     @kfunc("delayed_mntput")
     def _delayed_mntput(self) -> None:
