@@ -21,7 +21,13 @@ from typing import TypeVar
 
 from loopdev import abi, sysfs
 from loopdev._port import resolve, why
-from loopdev.device import LoopDevice, _require_loop, loop_number, new_handle
+from loopdev.device import (
+    LoopDevice,
+    _require_loop,
+    check_block_size,
+    loop_number,
+    new_handle,
+)
 from loopdev.errors import (
     BusyError,
     Holder,
@@ -33,7 +39,7 @@ from loopdev.errors import (
     NotPermittedError,
 )
 from loopdev.kernel import Kernel
-from loopdev.settle import Backoff
+from loopdev.settle import MAX_EAGAIN_RETRIES, Backoff, retry_eagain
 from loopdev.status import _INFO_HEAD, get_block_size
 
 log = logging.getLogger("loopdev")
@@ -41,12 +47,9 @@ log = logging.getLogger("loopdev")
 LOOP_CONTROL = "/dev/loop-control"
 #: EBUSY/ENXIO on a fresh device: try another one, at most this many times (systemd: 64).
 MAX_DEVICE_ATTEMPTS = 64
-#: EAGAIN from the kernel while configuring (util-linux: 10).
-MAX_EAGAIN_RETRIES = 10
 #: A fresh node missing or not yet accessible (udev creating it): retry for this long.
 FRESH_NODE_TIMEOUT = 1.0
 PARTITION_TIMEOUT = 5.0
-BLOCK_SIZES = (512, 1024, 2048, 4096)
 
 T = TypeVar("T")
 
@@ -210,11 +213,8 @@ def _check_numbers(offset: int, sizelimit: int, block_size: int | None) -> None:
                 f"{name} {value} is not a multiple of {abi.SECTOR_SIZE} bytes",
                 hint=f"round the {name} to a multiple of {abi.SECTOR_SIZE}",
             )
-    if block_size not in (None, 0, *BLOCK_SIZES):
-        raise InvalidArgumentError(
-            f"block size {block_size} is not supported",
-            hint=f"use one of {', '.join(map(str, BLOCK_SIZES))}",
-        )
+    if block_size:
+        check_block_size(block_size)
 
 
 def _range_error(image: str, size: int, offset: int, sizelimit: int) -> InvalidArgumentError:
@@ -538,22 +538,6 @@ def _clear_quietly(k: Kernel, fd: int) -> None:
         k.ioctl(fd, abi.LOOP_CLR_FD)
 
 
-def _retry_eagain(k: Kernel, fn: Callable[[], object]) -> None:
-    """Run ``fn``; on EAGAIN retry with growing jitter, bounded (T5)."""
-    backoff: Backoff | None = None
-    while True:
-        try:
-            fn()
-            return
-        except OSError as e:
-            if e.errno != errno.EAGAIN:
-                raise
-            if backoff is None:
-                backoff = Backoff(k, attempts=MAX_EAGAIN_RETRIES, base=0.01, cap=0.25)
-            if not backoff.wait():
-                raise
-
-
 #: Whether LOOP_CONFIGURE works here (None: not tried yet). A kernel that refused it once
 #: (< 5.8) refuses it always; the model kernel always has it.
 _configure_supported: dict[str, bool] = {}
@@ -574,7 +558,7 @@ def _configure_failed(
     if e.errno == errno.EAGAIN:
         buf = bytearray(config)
         try:
-            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, buf))
+            retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_CONFIGURE, buf))
             return
         except OSError as again:
             e = again
@@ -601,12 +585,12 @@ def _set_fd(
         info = abi.LoopConfig.unpack(config).info
         info.lo_flags &= abi.LOOP_SET_STATUS_SETTABLE_FLAGS
         raw = info.pack()
-        _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_STATUS64, raw))
+        retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_STATUS64, raw))
         if want[4] & abi.LO_FLAGS_DIRECT_IO:
             k.ioctl(fd, abi.LOOP_SET_DIRECT_IO, 1)
         block_size = want[5]
         if block_size:
-            _retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_BLOCK_SIZE, block_size))
+            retry_eagain(k, lambda: k.ioctl(fd, abi.LOOP_SET_BLOCK_SIZE, block_size))
     except OSError as e:
         _clear_quietly(k, fd)  # we bound it with SET_FD a moment ago
         raise _configure_error(path, image, e) from None
@@ -654,8 +638,7 @@ def _not_applied(
         if actual_bs != w_bs:
             problems.append(f"block size {actual_bs} instead of {w_bs}")
     return LoopdevError(
-        f"{path}: the kernel did not apply the configuration for {image}: "
-        + "; ".join(problems),
+        f"{path}: the kernel did not apply the configuration for {image}: " + "; ".join(problems),
         hint="this kernel may not support these options",
     )
 

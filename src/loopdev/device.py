@@ -10,6 +10,7 @@ from loopdev import abi, settle, sysfs
 from loopdev._port import resolve, why
 from loopdev.errors import (
     BusyError,
+    InvalidArgumentError,
     LoopdevError,
     NotALoopDeviceError,
     NotAttachedError,
@@ -183,6 +184,35 @@ class LoopDevice(LoopFlags):
             raise LoopdevError(f"{self.path}: set capacity failed: {why(e)}") from None
         return abi.read_u64(buf)
 
+    def set_direct_io(self, enabled: bool = True) -> None:
+        """Switch direct I/O to the backing file on or off (LOOP_SET_DIRECT_IO), then read
+        the flags back: :attr:`flags` shows what the kernel applied."""
+        self._set(abi.LOOP_SET_DIRECT_IO, int(enabled), "direct io")
+        self.flags = self.info().flags
+
+    def set_block_size(self, size: int) -> None:
+        """Set the logical block size (LOOP_SET_BLOCK_SIZE: 512, 1024, 2048 or 4096),
+        retrying EAGAIN (T5), then read it back."""
+        check_block_size(size)
+        self._set(abi.LOOP_SET_BLOCK_SIZE, size, "logical block size")
+        self._block_size = get_block_size(self.kernel, self.fileno())
+
+    def _set(self, request: int, value: int, what: str) -> None:
+        fd = self.fileno()
+        try:
+            settle.retry_eagain(self.kernel, lambda: self.kernel.ioctl(fd, request, value))
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                raise InvalidArgumentError(
+                    f"{self.path}: set {what} failed: {why(e)}",
+                    hint="the backing file or its filesystem does not allow it",
+                ) from None
+            if e.errno == errno.EPERM:
+                raise NotPermittedError(
+                    f"{self.path}: set {what}: {why(e)}", hint="run as root"
+                ) from None
+            raise LoopdevError(f"{self.path}: set {what} failed: {why(e)}") from None
+
     def relinquish(self) -> None:
         """Close the handle and leave the device attached (AUTOCLEAR devices then go away)."""
         if self._fd is not None:
@@ -236,6 +266,19 @@ class LoopDevice(LoopFlags):
     ) -> None:
         if self._fd is not None:
             self.detach()
+
+
+#: the logical block sizes LOOP_SET_BLOCK_SIZE / LOOP_CONFIGURE accept
+BLOCK_SIZES = (512, 1024, 2048, 4096)
+
+
+def check_block_size(size: int) -> None:
+    """InvalidArgumentError unless ``size`` is a block size the loop driver accepts."""
+    if size not in BLOCK_SIZES:
+        raise InvalidArgumentError(
+            f"block size {size} is not supported",
+            hint=f"use one of {', '.join(map(str, BLOCK_SIZES))}",
+        )
 
 
 _EXCL_PROBE = abi.O_RDONLY | abi.O_EXCL | abi.O_NONBLOCK

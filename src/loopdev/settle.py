@@ -7,6 +7,8 @@ model kernel runs these waits on its virtual clock.
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loopdev import sysfs
@@ -67,6 +69,27 @@ class Backoff:
         if self.timeout is not None:
             limits.append(f"{self.timeout:g} s")
         return f"{self.tries} retries in {self.elapsed:.2f} s (limit {' / '.join(limits)})"
+
+
+#: T5: how often an EAGAIN from LOOP_CONFIGURE / SET_STATUS64 / SET_BLOCK_SIZE is retried
+#: (util-linux: 10)
+MAX_EAGAIN_RETRIES = 10
+
+
+def retry_eagain(k: Kernel, fn: Callable[[], object]) -> None:
+    """Run ``fn``; on EAGAIN retry with growing jitter, bounded (T5)."""
+    backoff: Backoff | None = None
+    while True:
+        try:
+            fn()
+            return
+        except OSError as e:
+            if e.errno != errno.EAGAIN:
+                raise
+            if backoff is None:
+                backoff = Backoff(k, attempts=MAX_EAGAIN_RETRIES, base=0.01, cap=0.25)
+            if not backoff.wait():
+                raise
 
 
 def is_detached(kernel: Kernel, number: int, diskseq: int | None) -> bool:

@@ -135,6 +135,22 @@ def test_set_capacity_sees_a_grown_image(make_image: ImageMaker) -> None:
         assert dev.set_capacity() == 8 << 20
 
 
+def test_direct_io_and_block_size_change_on_a_bound_device(make_image: ImageMaker) -> None:
+    img = make_image("raw", size_mib=4)
+    with loopdev.attach(str(img)) as dev:
+        sysfs = f"/sys/block/loop{dev.number}"
+        dev.set_direct_io(True)
+        assert dev.direct_io and Path(f"{sysfs}/loop/dio").read_text().strip() == "1"
+        dev.set_direct_io(False)
+        assert not dev.direct_io and Path(f"{sysfs}/loop/dio").read_text().strip() == "0"
+        dev.set_block_size(4096)
+        assert dev.block_size == 4096
+        assert Path(f"{sysfs}/queue/logical_block_size").read_text().strip() == "4096"
+        with pytest.raises(loopdev.InvalidArgumentError, match="block size 3000"):
+            dev.set_block_size(3000)
+        assert dev.block_size == 4096
+
+
 def test_explicit_device_that_does_not_exist_yet_is_created(
     make_image: ImageMaker, tracker: Tracker
 ) -> None:

@@ -57,3 +57,26 @@ def test_a_leaked_device_is_a_failure_and_replays() -> None:
     msg = h.failures.most_common(1)[0][0] if h.failures else ""
     assert h.first == 0 and "left in state 1" in msg, h.describe()
     assert replay(prog, h.token, lm.verdict) == msg
+
+
+def test_block_size_and_direct_io_changes_through_the_port_on_the_model() -> None:
+    """LoopDevice.set_block_size / set_direct_io read back what the modelled driver applied."""
+    seen: dict[str, object] = {}
+
+    def main(k: SimKernel) -> None:
+        make_image(k, "/tmp/bs.img", "ext4", 64 << 10)
+        with attach("/tmp/bs.img", kernel=k) as dev:
+            dev.set_block_size(4096)
+            seen["bs"] = dev.block_size
+            seen["info_bs"] = dev.info().block_size
+            dev.set_direct_io(True)
+            seen["dio on"] = (dev.direct_io, dev.info().direct_io)
+            dev.set_direct_io(False)
+            seen["dio off"] = (dev.direct_io, dev.info().direct_io)
+
+    sched = Scheduler(RandomWalk(0), trace=False)
+    k = SimKernel.boot("v6.11", sched, nr_loop=2)
+    k.spawn(lambda: main(k), "main")
+    assert sched.run().ok
+    assert seen["bs"] == 4096 and seen["info_bs"] == 4096
+    assert seen["dio on"] == (True, True) and seen["dio off"] == (False, False), seen

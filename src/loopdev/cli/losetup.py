@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 from loopdev import abi, sysfs
@@ -16,7 +17,6 @@ from loopdev.control import ReadOnlyFallbackWarning, attach, open_control
 from loopdev.device import LoopDevice, detach, open_loop_device
 from loopdev.errors import (
     BusyError,
-    InvalidArgumentError,
     LoopdevError,
     NotAttachedError,
     NotPermittedError,
@@ -143,6 +143,16 @@ def _open_handle(k: Kernel, device: str) -> LoopDevice:
             ) from None
         raise LoopdevError(f"{device}: cannot read its status: {why(e)}") from None
     return LoopDevice(k, fd, status)
+
+
+@contextlib.contextmanager
+def _borrowed(k: Kernel, device: str) -> Iterator[LoopDevice]:
+    """:func:`_open_handle` for the duration of a with block; the device stays attached."""
+    handle = _open_handle(k, device)
+    try:
+        yield handle
+    finally:
+        handle.relinquish()
 
 
 def _device_number(k: Kernel, device: str) -> int:
@@ -312,32 +322,22 @@ class Losetup:
 
     # -- changes to a bound device -------------------------------------------------------
     def do_set_capacity(self, plan: Plan) -> int:
-        handle = _open_handle(self.k, plan.devices[0])
-        try:
+        with _borrowed(self.k, plan.devices[0]) as handle:
             size = handle.set_capacity()
-        finally:
-            handle.relinquish()
         if plan.verbose:
             self.err.write(f"loopdev: {handle.path}: capacity is now {size} bytes\n")
         return 0
 
-    def _set(self, plan: Plan, request: int, value: int, what: str) -> int:
-        handle = _open_handle(self.k, plan.devices[0])
-        try:
-            self.k.ioctl(handle.fileno(), request, value)
-        except OSError as e:
-            cls = InvalidArgumentError if e.errno == errno.EINVAL else LoopdevError
-            raise cls(f"{handle.path}: set {what} failed: {why(e)}") from None
-        finally:
-            handle.relinquish()
-        return 0
-
     def do_set_direct_io(self, plan: Plan) -> int:
-        return self._set(plan, abi.LOOP_SET_DIRECT_IO, int(plan.direct_io), "direct io")
+        with _borrowed(self.k, plan.devices[0]) as handle:
+            handle.set_direct_io(plan.direct_io)
+        return 0
 
     def do_set_blocksize(self, plan: Plan) -> int:
         assert plan.block_size is not None
-        return self._set(plan, abi.LOOP_SET_BLOCK_SIZE, plan.block_size, "logical block size")
+        with _borrowed(self.k, plan.devices[0]) as handle:
+            handle.set_block_size(plan.block_size)
+        return 0
 
     # -- listings ------------------------------------------------------------------------
     def do_show(self, plan: Plan) -> int:
