@@ -121,7 +121,7 @@ def check_expect(e: Expect, cells: Mapping[CellKey, CellResult]) -> ExpectResult
     hits = _matching(cell, e.match)
     total = sum(hits.values())
     counts = ", ".join(f"{k} x{n}" for k, n in sorted(hits.items())) or "none"
-    evidence = f"{total}/{cell.checked} runs matching ({counts})"
+    evidence = f"observed in {total} of {cell.checked} runs ({counts})"
     token = ""
     if hits:
         first = min(
