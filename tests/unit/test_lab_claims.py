@@ -43,7 +43,7 @@ def test_reproduced_when_every_expectation_holds() -> None:
     v = judge(CLAIM, cells)
     assert v.verdict == REPRODUCED
     assert v.results[0].token == "tok1"
-    assert "1/3" in v.results[0].evidence
+    assert "observed in 1 of 3 runs" in v.results[0].evidence
 
 
 def test_contradicted_when_a_failure_is_missing_or_present() -> None:
