@@ -171,8 +171,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-#: failures drawn with a diagram and trace JSON (the rest are listed with message and token)
-MAX_DRAWN = 40
+#: failures drawn with a diagram and trace JSON (the rest are listed with message and token);
+#: the default lab run finds about 60, all drawn (the page is then about 6 MB)
+MAX_DRAWN = 120
 
 
 #: the page's script: a click on a trace link unpacks its embedded trace and downloads it.
