@@ -258,7 +258,7 @@ def sequence_svg(
         f'<rect x="{GUTTER + i * LANE_W + 6}" y="{head + 4}" width="{LANE_W - 12}" height="22" '
         f'rx="4" class="lh"/>'
         f'<text x="{lx(i)}" y="{head + 19}" text-anchor="middle" class="lane">'
-        f"{_esc(_clip(t, LANE_W - 16))}</text>"
+        f"{_esc(_clip(t if t != '-' else '(scheduler)', LANE_W - 16))}</text>"
         f'<line x1="{lx(i)}" y1="{top - 4}" x2="{lx(i)}" y2="{height - 4}" class="ll"/>'
         for i, t in enumerate(lanes)
     )
