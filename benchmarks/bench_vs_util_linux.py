@@ -18,8 +18,8 @@ Prints the median time per cycle of each tool and the median of the per-round ra
 >= 8x), and the same for two more contenders: ``syscalls`` (the system calls loopdev makes
 for its guarantees, without the library: what any implementation of those steps costs) and
 ``floor`` (the fewest system calls that do the job). Images live on /dev/shm unless
-``--dir`` says otherwise. Holds the machine-wide real-kernel lock; cleans up everything it attached or mounted,
-also on failure. ``--profile`` adds a cProfile of the loopdev cycles.
+``--dir`` says otherwise. Holds the machine-wide real-kernel lock; cleans up everything it
+attached or mounted, also on failure. ``--profile`` adds a cProfile of the loopdev cycles.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def _read_sysfs(path: str) -> bytes:
         os.close(sfd)
 
 
-def guarded_attach_detach(ws: Workspace) -> float:
+def syscalls_attach_detach(ws: Workspace) -> float:
     """The system calls loopdev's attach+detach makes for its guarantees, issued straight
     from Python with no library logic: what any implementation doing the same steps costs.
 
@@ -317,7 +317,7 @@ CYCLES = (
         ul_attach_detach,
         ld_attach_detach,
         floor_attach_detach,
-        guarded_attach_detach,
+        syscalls_attach_detach,
     ),
     Cycle(
         "mount+umount squashfs",
@@ -376,7 +376,8 @@ def measure(ws: Workspace, rounds: int, warmup: int, repeat: int = 1) -> dict[st
     results = {c.name: Samples() for c in CYCLES}
     for r in range(warmup + rounds):
         for c in CYCLES:
-            for name, fn in (("loopdev", c.loopdev), ("syscalls", c.syscalls), ("floor", c.floor)):
+            for name in CONTENDERS:
+                fn: Callable[[Workspace], float] | None = getattr(c, name)
                 if fn is None:
                     continue
                 if r % 2:
@@ -451,7 +452,7 @@ def report(results: dict[str, Samples], rounds: int, repeat: int, where: str) ->
         hit = ratio >= target
         ok &= hit
         cols = ""
-        for contender in ("syscalls", "floor"):
+        for contender in CONTENDERS[1:]:
             if s.pairs[contender]:
                 cols += (
                     f"{statistics.median(s.times(contender)) * 1e3:>9.3f} ms"

@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING
 from loopdev import abi
 from loopdev.sim import sched as _sched
 from loopdev.sim.block import REQ_OP_READ, BlockDevice, Request
-from loopdev.sim.rcu import tick_phase
 from loopdev.sim.sched import Scheduler, emit, kfunc, point
 from loopdev.sim.sync import Completion, Mutex, SpinLock, WaitQueue, wait_event, wake_up
 from loopdev.sim.task import (
@@ -67,7 +66,14 @@ from loopdev.sim.vfs import (
     fget,
     fput,
 )
-from loopdev.sim.workqueue import Work, flush_work, queue_work, system_unbound_wq, system_wq
+from loopdev.sim.workqueue import (
+    DelayedWork,
+    Work,
+    flush_delayed_work,
+    queue_work,
+    system_unbound_wq,
+    system_wq,
+)
 
 if TYPE_CHECKING:
     from loopdev.sim.machine import Machine
@@ -166,8 +172,7 @@ class IoRingCtx:
         self.ref_comp = Completion(f"ring{n}:ref_comp")
         self.tctx_list: list[IoUringTask] = []
         self.fallback_list: list[IoKiocb] = []
-        self.fallback_work: Work
-        self.fallback_flush = False  # flush_delayed_work: run now, not at the next tick
+        self.fallback_work: DelayedWork
         self.exit_work: Work
         self.freed = False
 
@@ -304,7 +309,9 @@ class IoUring:
         task = current()
         self.nr_ctx += 1
         ctx = IoRingCtx(self.nr_ctx, entries)
-        ctx.fallback_work = Work(self._fallback_fn(ctx), f"ring{ctx.id}:fallback_work")
+        ctx.fallback_work = DelayedWork(
+            lambda: self.io_fallback_req_func(ctx), f"ring{ctx.id}:fallback_work"
+        )
         ctx.exit_work = Work(self._exit_fn(ctx), f"ring{ctx.id}:exit_work")
         file = self.anon_inode_getfile(ctx)
         self.io_uring_add_tctx_node(ctx)
@@ -457,7 +464,12 @@ class IoUring:
 
     @kfunc
     def submit_bio(
-        self, bdev: BlockDevice, pos: int, size: int, end_io: Callable[[Request], None], nowait: bool
+        self,
+        bdev: BlockDevice,
+        pos: int,
+        size: int,
+        end_io: Callable[[Request], None],
+        nowait: bool,
     ) -> int:
         """Submit a read bio whose ``end_io`` runs when the driver ends it; ``-EAGAIN`` for a
         ``REQ_NOWAIT`` bio to a frozen queue."""
@@ -708,22 +720,10 @@ class IoUring:
             first = not ctx.fallback_list
             ctx.fallback_list.append(req)
             if first:
-                queue_work(system_wq, ctx.fallback_work)  # delayed by a tick: _fallback_fn
+                queue_work(system_wq, ctx.fallback_work)  # schedule_delayed_work(..., 1)
         for ctx in ctxs:
-            ctx.fallback_flush = True  # flush_delayed_work: the timer fires at once
-            flush_work(ctx.fallback_work)
-            ctx.fallback_flush = False
+            flush_delayed_work(ctx.fallback_work)
             self.percpu_ref_put(ctx)
-
-    def _fallback_fn(self, ctx: IoRingCtx) -> Callable[[], None]:
-        def io_fallback_req_func() -> None:
-            if not ctx.fallback_flush:
-                # schedule_delayed_work(&ctx->fallback_work, 1): the work runs at the next
-                # timer tick, from just after now to one jiffy later
-                _sched.sleep(tick_phase())
-            self.io_fallback_req_func(ctx)
-
-        return io_fallback_req_func
 
     @kfunc
     def io_fallback_req_func(self, ctx: IoRingCtx) -> None:
@@ -856,7 +856,9 @@ class IoUring:
         ctx.completion_lock.unlock()
         self.io_ring_ctx_free(ctx)
 
-    def _tctx_exit_cb(self, ctx: IoRingCtx, tctx: IoUringTask, done: Completion) -> Callable[[], None]:
+    def _tctx_exit_cb(
+        self, ctx: IoRingCtx, tctx: IoUringTask, done: Completion
+    ) -> Callable[[], None]:
         def io_tctx_exit_cb() -> None:
             if not tctx.in_cancel:
                 self.io_uring_del_tctx_node(tctx, ctx)

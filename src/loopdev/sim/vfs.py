@@ -23,12 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from loopdev import abi
 from loopdev.kernel import Stat
-from loopdev.sim import sched as _sched
-from loopdev.sim.rcu import tick_phase
 from loopdev.sim.sched import kfunc, point
 from loopdev.sim.sync import PercpuRwsem, WaitQueue, wait_event, wake_up_all
 from loopdev.sim.task import TWA_RESUME, Task, current, task_work_add
-from loopdev.sim.workqueue import Work, flush_work, queue_work, system_wq
+from loopdev.sim.workqueue import DelayedWork, flush_delayed_work, queue_work, system_wq
 
 if TYPE_CHECKING:
     from loopdev.sim.block import BlockDevice
@@ -636,9 +634,9 @@ class Vfs:
         self.mount_hash: dict[tuple[Mount, Inode], list[Mount]] = {}
         self.chrdevs: dict[int, FileOperations] = {DEV_NULL: NULL_OPS}
         self.delayed_fput_list: list[File] = []
-        self.delayed_fput_work = Work(self._delayed_fput_timer, "delayed_fput")
+        self.delayed_fput_work = DelayedWork(self.delayed_fput, "delayed_fput")
         self.delayed_mntput_list: list[Mount] = []
-        self.delayed_mntput_work = Work(self._delayed_mntput_timer, "delayed_mntput")
+        self.delayed_mntput_work = DelayedWork(self._delayed_mntput, "delayed_mntput")
         self.root_mnt: Mount = self._rootfs()
 
     def anon_dev(self) -> int:
@@ -656,23 +654,18 @@ class Vfs:
     def delayed_fput_add(self, file: File) -> None:
         """``llist_add(&file->f_llist, &delayed_fput_list)`` +
         ``schedule_delayed_work(&delayed_fput_work, 1)``: the list is drained at the next
-        timer tick, from just after now to one jiffy later (:meth:`_delayed_fput_timer`)."""
+        timer tick, from just after now to one jiffy later."""
         first = not self.delayed_fput_list
         self.delayed_fput_list.append(file)
         if first:
             queue_work(system_wq, self.delayed_fput_work)
 
-    def _delayed_fput_timer(self) -> None:
-        """The delayed work's timer (one jiffy, fires at the next tick), then the work."""
-        _sched.sleep(tick_phase())
-        self.delayed_fput()
-
     @kfunc
     def flush_delayed_fput(self) -> None:
-        """fs/file_table.c ``flush_delayed_fput``: drain the list in the caller, then wait
-        for a run already under way."""
+        """fs/file_table.c ``flush_delayed_fput``: drain the list in the caller, then
+        ``flush_delayed_work`` (a run already under way finishes)."""
         self.delayed_fput()
-        flush_work(self.delayed_fput_work)
+        flush_delayed_work(self.delayed_fput_work)
 
     @kfunc
     def delayed_fput(self) -> None:
@@ -688,10 +681,6 @@ class Vfs:
         self.delayed_mntput_list.append(mnt)
         if first:
             queue_work(system_wq, self.delayed_mntput_work)
-
-    def _delayed_mntput_timer(self) -> None:
-        _sched.sleep(tick_phase())
-        self._delayed_mntput()
 
     @kfunc("delayed_mntput")
     def _delayed_mntput(self) -> None:

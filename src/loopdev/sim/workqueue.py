@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Callable
 
 from loopdev.sim import sched as _sched
+from loopdev.sim.rcu import tick_phase
 from loopdev.sim.sched import kfunc
 from loopdev.sim.sync import (
     LockdepMap,
@@ -41,6 +42,22 @@ class Work:
 
     def __repr__(self) -> str:
         return f"Work({self.name})"
+
+
+class DelayedWork(Work):
+    """``struct delayed_work`` queued with ``schedule_delayed_work(dwork, 1)``: its timer
+    fires at the next tick (from just after now to one jiffy later), then ``fn`` runs.
+    Queue it with :func:`queue_work`; :func:`flush_delayed_work` fires the timer at once."""
+
+    def __init__(self, fn: Callable[[], object], name: str | None = None) -> None:
+        super().__init__(self._timer_then_run, name or str(getattr(fn, "__name__", "work")))
+        self.work_fn = fn
+        self.fire_now = False  # flush_delayed_work under way
+
+    def _timer_then_run(self) -> None:
+        if not self.fire_now:
+            _sched.sleep(tick_phase())
+        self.work_fn()
 
 
 class Workqueue:
@@ -194,6 +211,15 @@ def flush_work(work: Work) -> bool:
     target = work.seq
     wait_event(q.flushed, lambda: work.done_seq >= target)
     return True
+
+
+def flush_delayed_work(dwork: DelayedWork) -> bool:
+    """``flush_delayed_work``: fire a pending timer at once, then :func:`flush_work`."""
+    dwork.fire_now = True
+    try:
+        return flush_work(dwork)
+    finally:
+        dwork.fire_now = False
 
 
 @kfunc
