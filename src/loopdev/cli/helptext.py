@@ -13,7 +13,7 @@ Usage:
  loopdev mount <image> <dir> [-t <type>] [-o <options>] [-r]
  loopdev umount <dir> [--timeout <seconds>]
  loopdev lab ...            (race lab; see `loopdev lab --help`)
- loopdev bench ...          (benchmarks; see `loopdev bench --help`)
+ loopdev vm ...             (real kernels in QEMU; see `loopdev vm --help`)
 
 Set up and control loop devices. The command line is losetup's (util-linux 2.38), so
 `alias losetup=loopdev` works; detach waits until the device is really gone.

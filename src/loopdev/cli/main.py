@@ -1,7 +1,7 @@
-"""The ``loopdev`` command: losetup's command line, plus mount/umount/lab/bench subcommands.
+"""The ``loopdev`` command: losetup's command line, plus mount/umount/lab/vm subcommands.
 
-The first word decides: ``mount``, ``umount``, ``lab`` and ``bench`` are subcommands;
-anything else is parsed as a losetup command line. Errors are printed as
+The first word decides: ``mount``, ``umount`` and the plugins (``lab``, ``vm``) are
+subcommands; anything else is parsed as a losetup command line. Errors are printed as
 ``loopdev: <message>`` (with hints and holders on following lines) on stderr, and the exit
 code tells the kind of failure (``loopdev --help`` lists them).
 """
@@ -21,9 +21,8 @@ from loopdev.cli import helptext, lsargs, mountcmd
 from loopdev.cli.losetup import Losetup
 from loopdev.errors import LoopdevError, NotPermittedError
 
-SUBCOMMANDS = ("mount", "umount", "lab", "bench")
 #: Subcommands provided by modules of their own: ``add_parser(subparsers)`` and ``run(args)``.
-PLUGINS = {"lab": "loopdev.cli.lab", "bench": "loopdev.cli.bench"}
+PLUGINS = {"lab": "loopdev.cli.lab", "vm": "loopdev.cli.vm"}
 
 
 def _plugin(name: str) -> ModuleType | None:
@@ -39,8 +38,9 @@ def run_plugin(name: str, argv: Sequence[str]) -> int:
     module = _plugin(name)
     if module is None:
         raise LoopdevError(
-            f"the '{name}' subcommand is not available in this installation",
-            hint="see `loopdev --help`",
+            f"`loopdev {name}` is not available: this installation has no {PLUGINS[name]} "
+            "module",
+            hint="install a loopdev that includes it; the other commands work without it",
         )
     parser = argparse.ArgumentParser(prog="loopdev")
     sub = parser.add_subparsers(dest="command", required=True)
