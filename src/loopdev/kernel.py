@@ -19,47 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from loopdev import abi
-
-
-@dataclass(frozen=True)
-class Stat:
-    """The fields of ``struct stat`` the library uses."""
-
-    mode: int
-    ino: int
-    dev: int
-    rdev: int = 0
-    size: int = 0
-    nlink: int = 1
-    uid: int = 0
-    #: statx's STATX_ATTR_MOUNT_ROOT: the path is the root of a mount. None when the port
-    #: cannot tell (no statx, fstat, the model): callers fall back to the mount table.
-    mount_root: bool | None = None
-
-    @property
-    def kind(self) -> int:
-        return self.mode & abi.S_IFMT
-
-    @property
-    def is_reg(self) -> bool:
-        return self.kind == abi.S_IFREG
-
-    @property
-    def is_dir(self) -> bool:
-        return self.kind == abi.S_IFDIR
-
-    @property
-    def is_blk(self) -> bool:
-        return self.kind == abi.S_IFBLK
-
-    @property
-    def is_chr(self) -> bool:
-        return self.kind == abi.S_IFCHR
-
-    @property
-    def is_fifo(self) -> bool:
-        return self.kind == abi.S_IFIFO
+from loopdev.kstat import Stat as Stat  # defined apart: the library's hot paths need no dataclasses
 
 
 @dataclass(frozen=True)
@@ -177,6 +137,13 @@ class Kernel(Protocol):
 
     def uevent_read(self, fd: int, timeout: float | None) -> Uevent | None:
         """The next uevent, or None when ``timeout`` seconds pass without one."""
+        ...
+
+    # -- the system ----------------------------------------------------------------------
+    def uname_release(self) -> str:
+        """``uname -r``: the running kernel's release (e.g. ``6.1.0-25-amd64``). The model
+        answers with the upstream release of its variant's design (``5.19.0``), a proposal
+        on top of one as ``<release>+<variant>``."""
         ...
 
     # -- time and chance -----------------------------------------------------------------

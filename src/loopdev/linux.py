@@ -347,6 +347,10 @@ class LinuxKernel:
             return None
         return parse_uevent(sock.recv(_UEVENT_BUFSIZE))
 
+    # -- the system ----------------------------------------------------------------------
+    def uname_release(self) -> str:
+        return os.uname().release
+
     # -- time and chance -----------------------------------------------------------------
     def monotonic(self) -> float:
         return time.monotonic()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -516,6 +517,14 @@ class SimKernel:
         ev: Uevent | None = self._sys("recvmsg", self._uevent_read, fd, timeout)
         return ev
 
+    # -- the system ----------------------------------------------------------------------------
+
+    def uname_release(self) -> str:
+        """``uname -r`` of the modelled kernel: the release of its variant's upstream design
+        (v5.19 → ``5.19.0``); a proposal answers with the release it applies to and its
+        name (taskwork → ``5.17.0-rc1+taskwork``)."""
+        return release_of(type(self.machine.loop))
+
     # -- time and chance -----------------------------------------------------------------------
 
     def monotonic(self) -> float:
@@ -566,6 +575,19 @@ class SimKernel:
 
 def _noop() -> None:
     return None
+
+
+def release_of(driver: type) -> str:
+    """The ``uname -r`` a kernel with loop driver class ``driver`` reports: the first upstream
+    release (a variant named ``vX.Y`` or ``vX.Y-rcN``) in its class hierarchy, plus
+    ``+<variant>`` when the driver itself is a proposal on top of it."""
+    own = driver.__dict__.get("variant", "")
+    for cls in driver.__mro__:
+        m = re.fullmatch(r"v(\d+)\.(\d+)(-rc\d+)?", cls.__dict__.get("variant", ""))
+        if m:
+            release = f"{m.group(1)}.{m.group(2)}.0{m.group(3) or ''}"
+            return release if cls is driver else f"{release}+{own}"
+    raise ValueError(f"{driver.__name__}: no upstream release in its class hierarchy")
 
 
 __all__ = ["Program", "SimKernel", "SimProcess", "register_program", "registered_programs"]
