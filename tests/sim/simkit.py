@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopdev import abi
+from loopdev.sim import loop
 from loopdev.sim.kernel import SimKernel
 from loopdev.sim.sched import RandomWalk, RunOutcome, Scheduler
 
-VARIANTS = (
-    "v5.16", "v5.17-rc1", "taskwork", "taskwork-openwait", "post-open-release", "v5.17",
-    "v5.19", "v6.11", "post-release-2026",
-)  # fmt: skip
+#: every registered loop variant, in history order
+VARIANTS = tuple(loop.VARIANTS)
 #: variants whose autoclear teardown finishes before the last closer returns to user space
 SYNC_RELEASE = tuple(v for v in VARIANTS if v != "v5.17-rc1")
 

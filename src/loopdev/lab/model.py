@@ -19,6 +19,7 @@ from loopdev.lab.outcome import PASS, Outcome, RunRecord
 from loopdev.lab.scenarios import by_name
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
 from loopdev.lab.userland import LoopdevLibrary, UtilLinux
+from loopdev.sim import loop
 from loopdev.sim.sched import (
     PCT,
     BoundedDFS,
@@ -30,17 +31,8 @@ from loopdev.sim.sched import (
     Strategy,
 )
 
-VARIANTS: tuple[str, ...] = (
-    "v5.16",
-    "v5.17-rc1",
-    "taskwork",
-    "taskwork-openwait",
-    "post-open-release",
-    "v5.17",
-    "v5.19",
-    "v6.11",
-    "post-release-2026",
-)
+#: the model's loop variants, in history order (the registry in :mod:`loopdev.sim.loop`)
+VARIANTS: tuple[str, ...] = tuple(loop.VARIANTS)
 MODEL_USERSPACES: tuple[str, ...] = ("util-linux-2.37", "util-linux-2.38", "loopdev")
 STRATEGIES = ("portfolio", "random", "pct", "dfs")
 WORKDIR = "/tmp/lab"
@@ -55,16 +47,6 @@ def sim_kernel_class() -> Any:
         return importlib.import_module("loopdev.sim.kernel").SimKernel
     except (ImportError, AttributeError):
         return None
-
-
-def available_variants() -> tuple[str, ...]:
-    """The variants the model kernel offers (the default list when it does not say)."""
-    try:
-        mod = importlib.import_module("loopdev.sim.kernel")
-    except ImportError:
-        return VARIANTS
-    names = getattr(mod, "VARIANTS", None)
-    return tuple(names) if names else VARIANTS
 
 
 def make_strategy(name: str, seed: int) -> Strategy:

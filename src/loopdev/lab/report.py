@@ -9,20 +9,10 @@ from typing import TextIO
 from loopdev.lab.outcome import THIS_KERNEL, CellResult
 from loopdev.lab.runner import LabResult
 from loopdev.lab.userland import USERSPACES
+from loopdev.sim.loop import VARIANTS
 
-#: short column headers for the terminal
-SHORT = {
-    "v5.16": "5.16",
-    "v5.17-rc1": "5.17-rc1",
-    "taskwork": "taskwork",
-    "taskwork-openwait": "tw+wait",
-    "post-open-release": "post-open",
-    "v5.17": "5.17",
-    "v5.19": "5.19",
-    "v6.11": "6.11",
-    "post-release-2026": "post-rel26",
-    THIS_KERNEL: "THIS",
-}
+#: short column headers for the terminal: each variant's label, and this kernel's
+SHORT = {**{name: cls.label for name, cls in VARIANTS.items()}, THIS_KERNEL: "THIS"}
 
 
 def cell_text(cell: CellResult | None) -> str:

@@ -42,7 +42,7 @@ class LabConfig:
     """What one lab run covers."""
 
     scenarios: list[str] = field(default_factory=lambda: [s.name for s in all_scenarios()])
-    variants: list[str] = field(default_factory=lambda: list(model.available_variants()))
+    variants: list[str] = field(default_factory=lambda: list(model.VARIANTS))
     userspaces: list[str] = field(default_factory=lambda: list(model.MODEL_USERSPACES))
     strategy: str = "portfolio"
     budget: int | None = None  # runs per model cell; None: the default plan (cell_budget)

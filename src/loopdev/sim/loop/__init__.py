@@ -1,4 +1,9 @@
-"""The model's loop driver: a v5.16 baseline and one module per upstream design (variant)."""
+"""The model's loop driver: a v5.16 baseline and one module per upstream design (variant).
+
+This module is the one registry of variants: everything else (``SimKernel.boot``, the lab's
+matrix and reports, the model tests) reads :data:`VARIANTS`. A new variant is its own module
+here and one line in :data:`DRIVERS` (tests/sim/test_variant_registry.py fails otherwise).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,21 @@ from loopdev.sim.loop.v5_17_rc1 import V5_17rc1
 from loopdev.sim.loop.v5_19 import V5_19
 from loopdev.sim.loop.v6_11 import V6_11
 
+#: every variant's driver class, in history order (the order of the lab's columns)
+DRIVERS: tuple[type[LoopDriver], ...] = (
+    V5_16,
+    V5_17rc1,
+    Taskwork,
+    TaskworkOpenwait,
+    PostOpenRelease,
+    V5_17,
+    V5_19,
+    V6_11,
+    PostRelease2026,
+)
+
 #: variant name → driver class, in history order
-VARIANTS: dict[str, type[LoopDriver]] = {
-    cls.variant: cls
-    for cls in (
-        V5_16, V5_17rc1, Taskwork, TaskworkOpenwait, PostOpenRelease, V5_17, V5_19, V6_11,
-        PostRelease2026,
-    )
-}  # fmt: skip
+VARIANTS: dict[str, type[LoopDriver]] = {cls.variant: cls for cls in DRIVERS}
 
 
 def driver_class(variant: str) -> type[LoopDriver]:
@@ -33,4 +45,4 @@ def driver_class(variant: str) -> type[LoopDriver]:
         ) from None
 
 
-__all__ = ["VARIANTS", "LoopDevice", "LoopDriver", "driver_class"]
+__all__ = ["DRIVERS", "VARIANTS", "LoopDevice", "LoopDriver", "driver_class"]

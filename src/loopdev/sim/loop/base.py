@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from loopdev import abi
 from loopdev.sim.block import (
@@ -135,9 +135,17 @@ def _int_arg(arg: int | bytearray) -> int:
 
 
 class LoopDriver(BlockDeviceOperations):
-    """v5.16 (before 6050fa4c): the baseline loop driver."""
+    """v5.16 (before 6050fa4c): the baseline loop driver.
 
-    variant = "v5.16"
+    Each variant (a subclass in its own module, registered in :mod:`loopdev.sim.loop`) names
+    itself with three class attributes."""
+
+    #: the name ``SimKernel.boot`` and the lab know the variant by
+    variant: ClassVar[str]
+    #: its short column header in the lab's reports
+    label: ClassVar[str]
+    #: the upstream change it models: commit id(s) and subject, or the patch posting
+    upstream: ClassVar[str]
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine

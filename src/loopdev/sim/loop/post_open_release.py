@@ -21,6 +21,11 @@ class PostOpenRelease(V5_17rc1):
     """Release work in ``->post_release``, open waits in ``->post_open``."""
 
     variant = "post-open-release"
+    label = "post-open"
+    upstream = (
+        'Tetsuo Handa, "[PATCH 1/4] block: add post_open/post_release block device callbacks" '
+        "(2022-01-17, NAKed)"
+    )
 
     def release(self, disk: Gendisk) -> None:
         """``lo_release`` is gone: everything happens in ``lo_post_release``."""

@@ -21,6 +21,11 @@ class PostRelease2026(V6_11):
     """Teardown from ``->post_release``, outside ``open_mutex``."""
 
     variant = "post-release-2026"
+    label = "post-rel26"
+    upstream = (
+        "Tetsuo Handa, "
+        '"[PATCH v5 2/2] loop: Perform __loop_clr_fd() from post_release callback" (proposal)'
+    )
 
     def post_release(self, disk: Gendisk) -> None:
         self.lo_post_release(disk)

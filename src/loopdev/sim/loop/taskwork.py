@@ -20,6 +20,11 @@ class Taskwork(V5_17rc1):
     """Autoclear rundown as task_work of the last closer (workqueue for kthreads)."""
 
     variant = "taskwork"
+    label = "taskwork"
+    upstream = (
+        'Tetsuo Handa, "[PATCH v2 2/2] loop: use task_work for autoclear operation" '
+        "(2022-01-07), Jan Kara's reduced form"
+    )
 
     @kfunc
     def loop_schedule_rundown(self, lo: LoopDevice) -> None:

@@ -15,6 +15,11 @@ class TaskworkOpenwait(Taskwork):
     """``lo_open`` waits (as task_work) for a running rundown to finish."""
 
     variant = "taskwork-openwait"
+    label = "tw+wait"
+    upstream = (
+        'Tetsuo Handa, "[PATCH v2 2/2] loop: use task_work for autoclear operation" '
+        "(2022-01-07)"
+    )
 
     @kfunc
     def lo_open(self, lo: LoopDevice, mode: int) -> None:

@@ -12,3 +12,5 @@ class V5_16(LoopDriver):
     the queue freeze and ``destroy_workqueue``."""
 
     variant = "v5.16"
+    label = "5.16"
+    upstream = 'v5.16, before 6050fa4c "loop: don\'t hold lo_mutex during __loop_clr_fd()"'

@@ -21,6 +21,8 @@ class V5_17(V5_17rc1):
     """bf23747ee053: synchronous autoclear again."""
 
     variant = "v5.17"
+    label = "5.17"
+    upstream = 'bf23747ee053 \'Revert "loop: make autoclear operation asynchronous"\''
 
     def release_rundown(self, lo: LoopDevice) -> None:
         """bf23747ee053: ``__loop_clr_fd(lo, true)`` directly from ``lo_release``."""

@@ -24,6 +24,11 @@ class V5_17rc1(V5_16):
     """6050fa4c + 322c4293: asynchronous autoclear through ``system_long_wq``."""
 
     variant = "v5.17-rc1"
+    label = "5.17-rc1"
+    upstream = (
+        '6050fa4c "loop: don\'t hold lo_mutex during __loop_clr_fd()", '
+        '322c4293 "loop: make autoclear operation asynchronous"'
+    )
 
     def release_rundown(self, lo: LoopDevice) -> None:
         """322c4293: ``lo_release`` calls ``loop_schedule_rundown(lo)`` and returns."""

@@ -29,6 +29,11 @@ class V5_19(V5_17):
     """No ``lo_open``/``lo_refcnt``; workqueue per disk; no freeze from ``->release``."""
 
     variant = "v5.19"
+    label = "5.19"
+    upstream = (
+        'a0e286b6a5b6 "loop: remove lo_refcount and avoid lo_mutex in ->open" and its series '
+        "(46dc967445bd, 1fe0b1acb14d, d2c7f56f8b52, 158eaeba4b8e, d292dc80686a)"
+    )
 
     def open(self, disk: Gendisk, mode: int) -> None:
         """a0e286b6a5b6: ``lo_fops`` has no ``->open``."""

@@ -23,6 +23,8 @@ class V6_11(V5_19):
     """18048c1af783: detach deferred to the last close; no opens during rundown."""
 
     variant = "v6.11"
+    label = "6.11"
+    upstream = '18048c1af783 "loop: Fix a race between loop detach and loop open"'
 
     def open(self, disk: Gendisk, mode: int) -> None:
         self.lo_open(disk.private_data, mode)
