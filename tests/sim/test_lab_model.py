@@ -1,5 +1,5 @@
 """The lab on the model: deterministic per seed whatever the worker split, replayable, and
-honest about missing machinery."""
+honest about machinery the model lacks."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 from loopdev.lab import model
 from loopdev.lab.outcome import CellKey, CellResult
 from loopdev.lab.runner import LabConfig, run_model
-
-pytestmark = pytest.mark.skipif(
-    model.sim_kernel_class() is None, reason="the model kernel has not landed"
-)
+from loopdev.lab.scenarios.iouring_kill import IouringKill
+from loopdev.sim.sched import RandomWalk, Scheduler
 
 KEYS = [
     CellKey("nested-umount", "util-linux-2.38", "v5.17-rc1"),
@@ -55,10 +53,9 @@ def test_a_failure_replays_event_for_event() -> None:
 
 
 def test_missing_machinery_is_not_checkable_not_a_verdict() -> None:
-    key = CellKey("iouring-kill", "util-linux-2.38", "v6.11")
-    cells = run_model(LabConfig(budget=5, workers=1, real=False), [key])
-    cell = cells[key]
-    if cell.checked:
-        pytest.skip("the model has io_uring now")
-    assert cell.is_unsupported and cell.failure_rate is None
-    assert "fio" in cell.unsupported
+    """A scenario asking for an io_uring the model does not have is unsupported, not a pass."""
+    scenario = IouringKill(io_uring="no-such-io_uring")
+    box = model._Box()
+    model.program(scenario, "util-linux-2.38", "v6.11", box)(Scheduler(RandomWalk(0)))
+    assert box.outcome is not None and box.outcome.kind == "unsupported"
+    assert "no-such-io_uring" in box.outcome.message

@@ -9,7 +9,6 @@ import re
 import pytest
 
 from loopdev.lab import html
-from loopdev.lab.model import sim_kernel_class
 from loopdev.lab.runner import LabConfig, LabResult, run_lab
 from loopdev.lab.trace import chrome_trace_json
 
@@ -18,8 +17,6 @@ LINK = re.compile(r'<a href="#[^"]+" data-trace="([^"]+)" data-file="([^"]+)">')
 
 @pytest.fixture(scope="module")
 def result() -> LabResult:
-    if sim_kernel_class() is None:
-        pytest.skip("the model kernel has not landed")
     cfg = LabConfig(
         scenarios=["mount-loop+udev", "nested-umount"],
         variants=["v5.17-rc1"],

@@ -8,7 +8,6 @@ can run), a lockdep cycle, or pass. Nothing here knows which variant "should" fa
 from __future__ import annotations
 
 import contextlib
-import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,12 @@ from loopdev.lab.outcome import PASS, Outcome, RunRecord
 from loopdev.lab.scenarios import by_name
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
 from loopdev.lab.userland import LoopdevLibrary, UtilLinux
+from loopdev.lab.userspace import register_util_linux
+from loopdev.lab.userspace.fio import register_fio
 from loopdev.sim import loop
+from loopdev.sim.io_uring import use_io_uring_variant
+from loopdev.sim.kernel import SimKernel
+from loopdev.sim.lockdep import LockdepReport
 from loopdev.sim.sched import (
     PCT,
     BoundedDFS,
@@ -30,6 +34,7 @@ from loopdev.sim.sched import (
     Scheduler,
     Strategy,
 )
+from loopdev.sim.udev import start_udevd
 
 #: the model's loop variants, in history order (the registry in :mod:`loopdev.sim.loop`)
 VARIANTS: tuple[str, ...] = tuple(loop.VARIANTS)
@@ -39,14 +44,6 @@ WORKDIR = "/tmp/lab"
 MAX_STEPS = 60_000
 #: events kept per example trace (the tail, where the failure is)
 MAX_EVENTS = 3000
-
-
-def sim_kernel_class() -> Any:
-    """The model kernel class, or None while it has not landed."""
-    try:
-        return importlib.import_module("loopdev.sim.kernel").SimKernel
-    except (ImportError, AttributeError):
-        return None
 
 
 def make_strategy(name: str, seed: int) -> Strategy:
@@ -79,36 +76,16 @@ def _model_image_maker(kernel: Kernel) -> Callable[..., str]:
     return make
 
 
-def _has_program(kernel: Any, name: str) -> bool:
-    has = getattr(kernel, "has_program", None)
-    if has is not None:
-        return bool(has(name))
-    mod = importlib.import_module("loopdev.sim.kernel")
-    table = {**mod.registered_programs(), **getattr(kernel, "programs", {})}
-    return name in table or name.rsplit("/", 1)[-1] in table
-
-
-def _model_starter(kernel: Any) -> Callable[[Sequence[str], str], Process]:
+def _model_starter(kernel: SimKernel) -> Callable[[Sequence[str], str], Process]:
     """``env.start``: fork + exec of a modelled program without waiting (``SimKernel.start``),
     so that the process *is* the program: killing it kills the program, as on Linux."""
 
     def start(argv: Sequence[str], name: str) -> Process:
-        starter = getattr(kernel, "start", None)
-        if starter is None or not _has_program(kernel, argv[0]):
-            raise Unsupported(f"{argv[0]} is not modelled (its machinery has not landed)")
-        proc: Process = starter(argv, name)
-        return proc
+        if not kernel.has_program(argv[0]):
+            raise Unsupported(f"{argv[0]} is not modelled")
+        return kernel.start(argv, name)
 
     return start
-
-
-def _register_programs(kernel: Any) -> None:
-    """Modelled programs other than util-linux that scenarios start (fio)."""
-    try:
-        fio = importlib.import_module("loopdev.lab.userspace.fio")
-    except ImportError:
-        return
-    fio.register_fio(kernel)
 
 
 def _use_io_uring(sched: Scheduler, variant: str | None) -> str | None:
@@ -116,19 +93,18 @@ def _use_io_uring(sched: Scheduler, variant: str | None) -> str | None:
     if not variant:
         return None
     try:
-        mod = importlib.import_module("loopdev.sim.io_uring")
-        mod.use_io_uring_variant(sched, variant)
-    except (ImportError, AttributeError, ValueError) as e:
+        use_io_uring_variant(sched, variant)
+    except ValueError as e:
         return f"io_uring variant {variant!r} is not modelled ({e})"
     return None
 
 
-def _userspace(kernel: Any, row: str) -> Userspace:
+def _userspace(kernel: SimKernel, row: str) -> Userspace:
     """The row's userspace; the modelled util-linux programs (and mkfs) are registered with
     the kernel in every case (loopdev rows use them only to build images)."""
     version = "2.38" if row == "loopdev" else row.removeprefix("util-linux-")
     # each modelled program starts with its exec cost, as in the claim tests (one registry)
-    importlib.import_module("loopdev.lab.userspace").register_util_linux(kernel, version)
+    register_util_linux(kernel, version)
     return LoopdevLibrary(kernel) if row == "loopdev" else UtilLinux(kernel, row)
 
 
@@ -142,22 +118,14 @@ def program(scenario: Scenario, row: str, variant: str, box: _Box) -> Callable[[
     """The model program for one run: builds the kernel and spawns the scenario's task."""
 
     def setup(sched: Scheduler) -> None:
-        cls = sim_kernel_class()
-        if cls is None:
-            box.outcome = Outcome("unsupported", message="the model kernel has not landed yet")
-            return
         why = _use_io_uring(sched, getattr(scenario, "io_uring", None))
         if why is not None:
             box.outcome = Outcome("unsupported", message=why)
             return
-        kernel = cls.boot(variant, sched)
+        kernel = SimKernel.boot(variant, sched)
         us = _userspace(kernel, row)
-        _register_programs(kernel)
-        udevd = (
-            importlib.import_module("loopdev.sim.udev").start_udevd(kernel)
-            if scenario.udev
-            else None
-        )
+        register_fio(kernel)  # the other modelled program scenarios start
+        udevd = start_udevd(kernel) if scenario.udev else None
         env = Env(
             kernel=kernel,
             userspace=us,
@@ -247,7 +215,7 @@ def run_once(
     return rec, out
 
 
-def _lockdep_key(rep: Any) -> str:
+def _lockdep_key(rep: LockdepReport) -> str:
     """``circular (open_mutex, sb_writers, ...)``: the report kind and its lock classes."""
     classes = ", ".join(sorted(dict.fromkeys(rep.classes)))
     return f"{rep.kind} ({classes})" if classes else str(rep.kind)

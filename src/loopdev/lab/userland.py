@@ -9,14 +9,15 @@ programs), or the library's exception.
 from __future__ import annotations
 
 import errno
-import importlib
 import re
 from collections.abc import Sequence
-from typing import Any
 
+from loopdev.control import attach
+from loopdev.device import detach
 from loopdev.errors import LoopdevError
 from loopdev.kernel import Kernel, RunResult
 from loopdev.lab.scenarios.base import CAPABILITY_ERRNOS, ScenarioFailure, Unsupported, errname
+from loopdev.mount import mount_image, umount
 
 #: util-linux / libmount messages → the errno they report (libmount's mnt_context_get_*_excode
 #: and losetup's messages).
@@ -90,13 +91,6 @@ class UtilLinux:
         self._run(["losetup", "-d", device], step)
 
 
-def _lib(module: str) -> Any:
-    try:
-        return importlib.import_module(f"loopdev.{module}")
-    except ImportError as e:
-        raise Unsupported(f"loopdev.{module} is not available yet") from e
-
-
 def _fail(step: str, e: BaseException) -> ScenarioFailure:
     kind = type(e).__name__
     cause = e.__cause__ or e.__context__
@@ -117,29 +111,20 @@ class LoopdevLibrary:
         self.kernel = kernel
 
     def mount_loop(self, image: str, target: str, *, read_only: bool, step: str) -> None:
-        mount = _lib("mount")
-        fn = getattr(mount, "mount_image", None)
-        if fn is None:
-            raise Unsupported("loopdev.mount.mount_image is not available yet")
         try:
-            fn(image, target, read_only=read_only, kernel=self.kernel)
+            mount_image(image, target, read_only=read_only, kernel=self.kernel)
         except (LoopdevError, OSError) as e:
             raise _fail(step, e) from e
 
     def umount(self, target: str, *, step: str) -> None:
-        mount = _lib("mount")
-        fn = getattr(mount, "umount", None)
-        if fn is None:
-            raise Unsupported("loopdev.mount.umount is not available yet")
         try:
-            fn(target, kernel=self.kernel)
+            umount(target, kernel=self.kernel)
         except (LoopdevError, OSError) as e:
             raise _fail(step, e) from e
 
     def attach(self, image: str, *, step: str) -> str:
-        control = _lib("control")
         try:
-            dev = control.attach(image, kernel=self.kernel)
+            dev = attach(image, kernel=self.kernel)
             path = str(dev.path)
             dev.relinquish()
             return path
@@ -147,9 +132,8 @@ class LoopdevLibrary:
             raise _fail(step, e) from e
 
     def detach(self, device: str, *, step: str) -> None:
-        dmod = _lib("device")
         try:
-            dmod.detach(device, kernel=self.kernel)
+            detach(device, kernel=self.kernel)
         except (LoopdevError, OSError) as e:
             raise _fail(step, e) from e
 

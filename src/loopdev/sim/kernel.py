@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loopdev import abi
 from loopdev.errors import LoopdevError
@@ -48,9 +48,6 @@ from loopdev.sim.vfs import (
     vfs_read,
     vfs_write,
 )
-
-if TYPE_CHECKING:
-    pass
 
 #: A modelled userspace program: (kernel, argv, stdin) → exit status or a full RunResult.
 Program = Callable[["SimKernel", Sequence[str], bytes | None], "RunResult | int | None"]

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from loopdev.kernel import Uevent
 from loopdev.sim.sched import emit, kfunc, tracing
 from loopdev.sim.sync import WaitQueue, wait_event, wake_up
 from loopdev.sim.vfs import File, FileOperations, Inode
-
-if TYPE_CHECKING:
-    pass
 
 
 class UeventSocket:

@@ -84,8 +84,6 @@ class ResumeChain:
     def prepare(self, env: Env) -> None:
         host_img, host, image = self._paths(env)
         k = env.kernel
-        if getattr(k, "sendfile", None) is None:
-            raise Unsupported("the port has no sendfile (sendfile machinery not landed)")
         try:
             k.stat(R.RESUME)
         except OSError as e:

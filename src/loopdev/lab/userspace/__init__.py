@@ -9,7 +9,6 @@ written against the :class:`~loopdev.kernel.Kernel` port only.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from loopdev.kernel import Kernel, RunResult
 from loopdev.lab import images
@@ -18,6 +17,7 @@ from loopdev.lab.userspace.losetup import losetup_main
 from loopdev.lab.userspace.mkfs import mkfs_main, mksquashfs_main
 from loopdev.lab.userspace.mount import mount_main, umount_main
 from loopdev.lab.userspace.program import Program, exec_time
+from loopdev.sim.kernel import SimKernel
 
 __all__ = ["Program", "UtilLinux", "register_util_linux", "util_linux_programs"]
 
@@ -51,7 +51,7 @@ def _mkfs(fstype: str) -> Program:
     return prog
 
 
-def register_util_linux(kernel: Any, version: str = "2.38") -> dict[str, Program]:
+def register_util_linux(kernel: SimKernel, version: str = "2.38") -> dict[str, Program]:
     """Register the programs with ``kernel.register_program(name, factory)`` (SimKernel's
     registry, whose programs are called ``(kernel, argv, stdin)``); each run starts with the
     program's start-up time (:func:`~loopdev.lab.userspace.program.exec_time`)."""

@@ -18,11 +18,12 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from loopdev import abi
 from loopdev.kernel import Kernel, RunResult
-from loopdev.lab.userspace.program import EX_FAILURE, exec_cost, fail, ok, strerror, strtosize
+from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, strerror, strtosize
+from loopdev.sim.io_uring import IoRings, Sqe
+from loopdev.sim.kernel import SimKernel
 
 IORING_OP_READ = 22
 IORING_ENTER_GETEVENTS = 1
@@ -31,6 +32,9 @@ IOSQE_ASYNC = 1 << 4
 #: still while fio is busy)
 TIME_BASED_PASSES = 2
 LAYOUT_CHUNK = 1 << 20
+#: fio's start-up cost, in ``sched_yield`` calls (see :func:`exec_cost`)
+EXEC_YIELDS_MIN = 10
+EXEC_YIELDS_RANGE = 40
 
 
 @dataclass
@@ -114,7 +118,7 @@ def layout(kernel: Kernel, job: JobSpec) -> int:
 class Job:
     """One running job: its file, its ring, what is in flight."""
 
-    def __init__(self, kernel: Any, spec: JobSpec, index: int, size: int) -> None:
+    def __init__(self, kernel: SimKernel, spec: JobSpec, index: int, size: int) -> None:
         self.kernel = kernel
         self.spec = spec
         self.index = index
@@ -122,7 +126,7 @@ class Job:
         flags = abi.O_RDONLY | abi.O_CLOEXEC | (abi.O_DIRECT if spec.direct else 0)
         self.fd: int = kernel.open(spec.filename, flags)
         self.ring = -1
-        self.rings: Any = None
+        self.rings: IoRings | None = None
         if spec.ioengine == "io_uring":
             self.ring = kernel.io_uring_setup(spec.iodepth)
             self.rings = kernel.io_uring_mmap(self.ring)
@@ -152,24 +156,24 @@ class Job:
 
     def step(self) -> bool:
         """One batch: fill the queue, submit and wait for one completion; False when done."""
-        if self.ring < 0:
+        rings = self.rings
+        if rings is None:
             return self._step_sync()
         spec = self.spec
         to_submit = 0
         while self.inflight < spec.iodepth and self.more():
             flags = IOSQE_ASYNC if spec.force_async and self.issued % spec.force_async == 0 else 0
-            from loopdev.sim.io_uring import Sqe  # the mapped ring's entry layout
-
-            self.rings.sq.append(Sqe(IORING_OP_READ, self.fd, self.offset(), spec.bs,
-                                     user_data=self.issued, flags=flags))  # fmt: skip
+            sqe = Sqe(IORING_OP_READ, self.fd, self.offset(), spec.bs, user_data=self.issued,
+                      flags=flags)  # fmt: skip
+            rings.sq.append(sqe)
             self.issued += 1
             self.inflight += 1
             to_submit += 1
         if not self.inflight:
             return False
         self.kernel.io_uring_enter(self.ring, to_submit, 1, IORING_ENTER_GETEVENTS)
-        while self.rings.cq:
-            cqe = self.rings.cq.popleft()
+        while rings.cq:
+            cqe = rings.cq.popleft()
             self.inflight -= 1
             if cqe.res < 0:
                 self.errors += 1
@@ -191,15 +195,21 @@ class Job:
         self.kernel.close(self.fd)
 
 
-def fio_main(kernel: Any, argv: Sequence[str], stdin: bytes | None = None) -> RunResult:
+def exec_cost(kernel: SimKernel) -> None:
+    """fio's start-up cost, spent as ``sched_yield`` calls (scheduling points, no virtual
+    time): ``EXEC_YIELDS_MIN`` plus a random share of ``EXEC_YIELDS_RANGE``. Not virtual time
+    as the util-linux programs' :func:`~loopdev.lab.userspace.program.exec_time`: fio's I/O
+    takes no virtual time either, and its kill-during-I/O race relies on that."""
+    kernel.sched_yields(EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random()))
+
+
+def fio_main(kernel: SimKernel, argv: Sequence[str], stdin: bytes | None = None) -> RunResult:
     """``fio --name=... --filename=... [options]``."""
     del stdin
     try:
         spec = parse_args(argv)
     except ValueError as e:
         return fail(EX_FAILURE, f"fio: {e}")
-    if spec.ioengine == "io_uring" and not hasattr(kernel, "io_uring_setup"):
-        return fail(EX_FAILURE, "fio: engine io_uring not loadable")
     exec_cost(kernel)
     try:
         size = layout(kernel, spec)
@@ -225,7 +235,7 @@ def fio_main(kernel: Any, argv: Sequence[str], stdin: bytes | None = None) -> Ru
     return ok(line + "\n") if not errors else fail(EX_FAILURE, line)
 
 
-def register_fio(kernel: Any) -> None:
+def register_fio(kernel: SimKernel) -> None:
     """Make ``fio`` runnable in a model kernel (``kernel.run``/``kernel.start``)."""
     kernel.register_program("fio", fio_main)
 

@@ -46,25 +46,6 @@ def exec_time(kernel: Kernel) -> None:
     spend_cpu(kernel, EXEC_SECONDS_MIN + EXEC_SECONDS_RANGE * kernel.random())
 
 
-#: the older currency of start-up cost, in ``sched_yield`` calls (see :func:`exec_cost`)
-EXEC_YIELDS_MIN = 10
-EXEC_YIELDS_RANGE = 40
-
-
-def exec_cost(kernel: Kernel) -> None:
-    """Start-up cost spent as ``sched_yield`` calls (scheduling points, no virtual time),
-    ``EXEC_YIELDS_MIN`` plus a random share of ``EXEC_YIELDS_RANGE``. Kept for the modelled
-    fio, whose I/O takes no virtual time either (its kill-during-I/O race relies on it);
-    the util-linux programs use :func:`exec_time`."""
-    yields = EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random())
-    batch = getattr(kernel, "sched_yields", None)
-    if batch is not None:
-        batch(yields)
-        return
-    for _ in range(yields):
-        kernel.sleep(0)
-
-
 def strerror(code: int) -> str:
     """glibc's ``strerror`` text for an errno (Python's table is glibc's)."""
     return os.strerror(code)

@@ -106,8 +106,7 @@ def sendfile_resume(k: Kernel, out_path: str, resume_fd: int | None = None) -> i
     out = k.open(out_path, abi.O_WRONLY | abi.O_CREAT | abi.O_TRUNC, 0o644)
     src = resume_fd if resume_fd is not None else k.open(RESUME, abi.O_RDONLY)
     try:
-        sendfile = getattr(k, "sendfile")  # noqa: B009 - the model's port extension
-        return int(sendfile(out, src, None, 64))
+        return k.sendfile(out, src, None, 64)
     finally:
         if resume_fd is None:
             k.close(src)
