@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from loopdev.kernel import RunResult
+from loopdev.lab.backends import classify
 from loopdev.lab.outcome import PASS, CellKey, CellResult, Outcome, RunRecord
-from loopdev.lab.userland import classify
 
 BUSY = Outcome("fail", "umount outer: EBUSY", "umount: /x/outer: target is busy.")
 

@@ -16,9 +16,9 @@ import sys
 from typing import Any
 
 from loopdev.lab import model
+from loopdev.lab.backends import USERSPACES
 from loopdev.lab.runner import DEFAULT_BUDGET, LabConfig, default_workers, run_lab, to_json
 from loopdev.lab.scenarios import all_scenarios
-from loopdev.lab.userland import USERSPACES
 
 
 def add_parser(subparsers: Any) -> None:

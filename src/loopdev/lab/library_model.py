@@ -25,12 +25,12 @@ from loopdev import abi, settle
 from loopdev.control import attach
 from loopdev.errors import LoopdevError
 from loopdev.lab.userspace.mkfs import make_image
+from loopdev.lab.userspace.udevd import start_udevd
 from loopdev.mount import mount_image, umount
 from loopdev.sim.kernel import SimKernel
 from loopdev.sim.loop.base import Lo_unbound
 from loopdev.sim.machine import machine_of
 from loopdev.sim.sched import RunOutcome, Scheduler
-from loopdev.sim.udev import start_udevd
 
 VARIANT = "v6.11"
 #: registry key: the list of what went wrong, as a user would report it

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopdev.kernel import Kernel, Process
+from loopdev.lab.backends import LoopdevLibrary, UtilLinux
 from loopdev.lab.outcome import PASS, Outcome, RunRecord
 from loopdev.lab.scenarios import by_name
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
-from loopdev.lab.userland import LoopdevLibrary, UtilLinux
 from loopdev.lab.userspace import register_util_linux
 from loopdev.lab.userspace.fio import register_fio
+from loopdev.lab.userspace.udevd import start_udevd
 from loopdev.sim import loop
 from loopdev.sim.io_uring import use_io_uring_variant
 from loopdev.sim.kernel import SimKernel
@@ -34,7 +35,6 @@ from loopdev.sim.sched import (
     Scheduler,
     Strategy,
 )
-from loopdev.sim.udev import start_udevd
 
 #: the model's loop variants, in history order (the registry in :mod:`loopdev.sim.loop`)
 VARIANTS: tuple[str, ...] = tuple(loop.VARIANTS)

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from loopdev.lab import realudev
+from loopdev.lab.backends import LoopdevLibrary, UtilLinux
 from loopdev.lab.outcome import PASS, CellKey, CellResult, Outcome, RunRecord
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
 from loopdev.lab.scenarios.common import detach_backed_by, force_umount
-from loopdev.lab.userland import LoopdevLibrary, UtilLinux
 from loopdev.linux import LinuxKernel
 
 LOCK_PATH = "/run/loopdev-realkernel.lock"

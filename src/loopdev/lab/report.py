@@ -6,9 +6,9 @@ import sys
 import time
 from typing import TextIO
 
+from loopdev.lab.backends import USERSPACES
 from loopdev.lab.outcome import THIS_KERNEL, CellResult
 from loopdev.lab.runner import LabResult
-from loopdev.lab.userland import USERSPACES
 from loopdev.sim.loop import VARIANTS
 
 #: short column headers for the terminal: each variant's label, and this kernel's

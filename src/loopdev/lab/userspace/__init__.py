@@ -1,5 +1,12 @@
-"""Models of userspace programs (util-linux mount/umount/losetup, mkfs-like image creators),
-written against the :class:`~loopdev.kernel.Kernel` port only.
+"""Models of userspace programs: the one place for them. Each is written against the
+:class:`~loopdev.kernel.Kernel` port only, so it runs inside the model and on the real kernel.
+
+* util-linux: ``mount``/``umount`` (:mod:`.mount` over libmount's loop setup, :mod:`.libmount`
+  and :mod:`.loopcxt`), ``losetup`` (:mod:`.losetup`), in the version a row names;
+* image creators ``mkfs.*``/``mksquashfs`` (:mod:`.mkfs`), fio (:mod:`.fio`, io_uring readers:
+  model only), the processes of the resume chain (:mod:`.resume`);
+* systemd-udevd (:mod:`.udevd`), the daemon that opens every block device it is told about;
+* shell loops over those programs (:mod:`.scripts`).
 
 :func:`util_linux_programs` gives ``name -> Program`` for one util-linux version;
 :func:`register_util_linux` installs them in a model kernel's program registry, so that

@@ -1,5 +1,6 @@
-"""The userspace side of scenarios: util-linux programs (real binaries on the real kernel,
-modelled ones in the model — both through ``Kernel.run``) and the loopdev library.
+"""Scenario backends: the :class:`~loopdev.lab.scenarios.base.Userspace` a scenario row runs
+with — util-linux's commands (real binaries on the real kernel, the models of
+:mod:`loopdev.lab.userspace` in the model, both through ``Kernel.run``) or the loopdev library.
 
 Failures are reported as what a user sees: util-linux's exit status and message, classified
 into an errno-like kind from the message text (the same classification for real and modelled
