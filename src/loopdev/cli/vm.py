@@ -1,0 +1,237 @@
+"""``loopdev vm``: real loop-driver designs in virtual machines.
+
+* ``loopdev vm check`` — what the guests need, what is installed and cached, and why not.
+* ``loopdev vm variants`` — the designs, the upstream commit or mail each module ports.
+* ``loopdev vm build [VARIANT...] [--patch FILE [--label NAME]]`` — build loop.ko modules.
+* ``loopdev vm run --variant V --scenario S [--userspace U] [--trials N]`` — run lab
+  scenarios on real modules in guests (Debian's 6.1 kernel under QEMU), with a progress bar;
+  ``--json`` for machines.
+* ``loopdev vm script --variant V FILE [ARG...]`` — run your own Python reproducer in a guest
+  (the host's root is the guest's, read-only; /tmp is the guest's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from loopdev.vm import check, debian, variants
+from loopdev.vm.build import ModuleBuildError, PatchError, build_module
+from loopdev.vm.guest import GuestOptions, run_guest
+from loopdev.vm.protocol import Event, Job
+from loopdev.vm.qemu import Machine
+from loopdev.vm.run import GUEST_SCENARIOS, VariantResult, plan_cells, run_variants
+from loopdev.vm.userspaces import TIMING_DISTORTED, USERSPACES
+
+DEFAULT_USERSPACES = ("util-linux-2.37", "util-linux-2.38", "loopdev")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``vm`` with the main parser's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "vm",
+        help="run loop-driver designs as real kernel code in virtual machines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  loopdev vm check\n"
+        "  loopdev vm run --variant v5.17-rc1 --scenario nested-umount --trials 10\n"
+        "  loopdev vm run --patch my-fix.patch --label my-fix --scenario detach-open --json\n"
+        "  loopdev vm script --variant v5.19 /var/tmp/repro.py",
+    )
+    sub = p.add_subparsers(dest="vm_action", required=True)
+    sub.add_parser("check", help="what the guests need and what is here")
+    sub.add_parser("variants", help="the designs and what each module ports")
+    b = sub.add_parser("build", help="build loop.ko modules (cached)")
+    b.add_argument("variant", nargs="*", help="variants (default: every buildable one)")
+    _patch_args(b)
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    r = sub.add_parser("run", help="run lab scenarios on real modules in guests")
+    _module_args(r)
+    r.add_argument("--scenario", action="append",
+                   help="repeatable; default: nested-umount (" + ", ".join(GUEST_SCENARIOS) + ")")  # fmt: skip
+    r.add_argument("--userspace", action="append",
+                   help="repeatable; default: " + ", ".join(DEFAULT_USERSPACES) + " (also: "
+                   + ", ".join(u for u in USERSPACES if u not in DEFAULT_USERSPACES) + ")")  # fmt: skip
+    r.add_argument("--trials", type=int, default=10, help="trials per cell (default 10)")
+    r.add_argument("--parallel", type=int, default=2, help="guests at once (default 2)")
+    r.add_argument("--guests-per-variant", type=int, default=1,
+                   help="split a variant's cells over this many guests (default 1)")  # fmt: skip
+    r.add_argument("--no-udevd", action="store_true", help="never start systemd-udevd")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.add_argument("--logs", action="store_true", help="with --json: the guests' console/dmesg")
+    r.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: on a terminal)")  # fmt: skip
+    _machine_args(r)
+    s = sub.add_parser("script", help="run a Python file in a guest")
+    _module_args(s)
+    s.add_argument("file", help="a Python file on the host (the guest sees the host's root)")
+    s.add_argument("args", nargs="*", help="its arguments")
+    _machine_args(s)
+
+
+def _patch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--patch", metavar="FILE", help="a patch (-p1) to Debian's 6.1 loop.c")
+    p.add_argument("--label", help="the column name for --patch (default: its file name)")
+
+
+def _module_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", action="append",
+                   help="repeatable: " + ", ".join(variants.VARIANTS))  # fmt: skip
+    _patch_args(p)
+
+
+def _machine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vcpus", type=int, default=1, help="vCPUs per guest (default 1)")
+    p.add_argument("--memory", type=int, default=1024, help="MiB per guest (default 1024)")
+    p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
+                   help="tcg emulation (default) or kvm")  # fmt: skip
+    p.add_argument("--trial-timeout", type=float, default=60.0,
+                   help="seconds a trial may take before the guest is declared hung")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``loopdev vm``."""
+    action: str = args.vm_action
+    try:
+        if action == "check":
+            return _check()
+        if action == "variants":
+            return _variants()
+        if action == "build":
+            return _build(args)
+        if action == "run":
+            return _run(args)
+        return _script(args)
+    except (debian.VmSetupError, PatchError, ModuleBuildError, KeyError, ValueError) as e:
+        print(f"loopdev: vm {action}: {str(e).strip(chr(39))}", file=sys.stderr)
+        return 2
+
+
+def _check() -> int:
+    ok, items = check.ready()
+    for item in items:
+        mark = "ok  " if item.ok else ("MISS" if item.required else "--  ")
+        if item.detail.startswith("n/a"):
+            mark = "n/a "
+        print(f"{mark} {item.name:<25} {item.detail.removeprefix('n/a: ')}")
+    print("guests can run" if ok else "guests cannot run: see MISS above (scripts/setup.sh)")
+    return 0 if ok else 1
+
+
+def _variants() -> int:
+    for v in variants.VARIANTS.values():
+        what = f"n/a: {v.unavailable}" if v.unavailable else (v.patch or "Debian's loop.c")
+        print(f"{v.name:<18} {what}\n{'':<18} ports: {v.ports}")
+    return 0
+
+
+def _sources(args: argparse.Namespace, default_all: bool) -> list[variants.ModuleSource]:
+    names = list(getattr(args, "variant", None) or [])
+    out = [variants.module_source(n) for n in names]
+    if args.patch:
+        out.append(variants.module_source(Path(args.patch), args.label))
+    if not out and default_all:
+        out = [variants.module_source(v.name) for v in variants.VARIANTS.values() if v.buildable]
+    if not out:
+        raise ValueError("give --variant NAME or --patch FILE")
+    return out
+
+
+def _build(args: argparse.Namespace) -> int:
+    args.variant = args.variant or None
+    for src in _sources(args, default_all=True):
+        m = build_module(src, force=args.force)
+        how = "cached" if m.cached else f"built in {m.seconds:.1f} s"
+        print(f"{src.label:<18} {how:<16} {m.path}")
+    return 0
+
+
+def _options(args: argparse.Namespace) -> GuestOptions:
+    return GuestOptions(machine=Machine(args.vcpus, args.memory, args.accel))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from loopdev.lab.report import Progress
+
+    names: list[str | Path] = list(args.variant or [])
+    labels: list[str | None] = [None] * len(names)
+    if args.patch:
+        names.append(Path(args.patch))
+        labels.append(args.label)
+    if not names:
+        raise ValueError("give --variant NAME (repeatable) or --patch FILE")
+    scenarios = args.scenario or ["nested-umount"]
+    userspaces = args.userspace or list(DEFAULT_USERSPACES)
+    cells = plan_cells(scenarios, userspaces, args.trials)
+    progress = Progress(enabled=args.progress)
+    progress.set_total(len(names) * sum(c.trials for c in cells))
+
+    def on_event(column: str, ev: Event) -> None:
+        if ev.kind == "trial":
+            progress.advance(1, f"{column} {ev.data['scenario']}/{ev.data['userspace']}")
+        elif ev.kind == "ready":
+            progress.advance(0, f"{column}: guest up")
+
+    results = run_variants(
+        names, scenarios, userspaces, args.trials, labels=labels,
+        trial_timeout=args.trial_timeout, options=_options(args),
+        guests_per_variant=args.guests_per_variant, parallel=args.parallel,
+        udevd=not args.no_udevd, on_event=on_event,
+    )  # fmt: skip
+    progress.finish()
+    if args.json:
+        print(json.dumps([r.to_json(with_logs=args.logs) for r in results], indent=1))
+    else:
+        print(table(results))
+    return 0 if all(g.status == "ok" for r in results for g in r.guests) else 1
+
+
+def table(results: list[VariantResult]) -> str:
+    """The terminal table: one line per cell, then each guest's status."""
+    lines = [f"{'column':<18} {'scenario':<20} {'userspace':<20} {'fail/runs':>9}  outcomes"]
+    for r in results:
+        if r.unavailable:
+            lines.append(f"{r.column:<18} n/a: {r.unavailable}")
+            continue
+        for cell in r.cells.values():
+            k = cell.key
+            counts = ", ".join(f"{label} {n}" for label, n in sorted(cell.counts.items()))
+            cut = f" (+{cell.cut} cut)" if cell.cut else ""
+            mark = " *" if k.userspace in TIMING_DISTORTED else ""
+            lines.append(f"{k.column:<18} {k.scenario:<20} {k.userspace + mark:<20} "
+                         f"{cell.failures:>4}/{cell.checked:<4}  {counts}{cut}")  # fmt: skip
+    lines.append("")
+    for r in results:
+        for g in r.guests:
+            boot = f"boot {g.boot_seconds:.1f} s, " if g.boot_seconds else ""
+            msg = f": {g.message}" if g.message else ""
+            lines.append(f"guest {g.column}: {g.status}{msg} ({boot}{g.seconds:.1f} s)")
+            lines.extend(f"  kernel {w}" for w in g.warnings[:3])
+        lines.extend(f"note {r.column}: {n}" for n in dict.fromkeys(r.notes))
+    if any(c.key.userspace in TIMING_DISTORTED for r in results for c in r.cells.values()):
+        lines.append("* a process start per step: ~50x slower under emulation than on hardware "
+                     "(timing-distorted)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _script(args: argparse.Namespace) -> int:
+    srcs = _sources(args, default_all=False)
+    if len(srcs) != 1:
+        raise ValueError("script runs on one module: give one --variant or --patch")
+    module = build_module(srcs[0])
+    job = Job(cells=[], trial_timeout=args.trial_timeout,
+              script=[str(Path(args.file).resolve()), *args.args])  # fmt: skip
+    run = run_guest(module, job, _options(args))
+    for ev in run.events:
+        if ev.kind == "output":
+            sys.stdout.write(str(ev.data.get("stdout", "")))
+            sys.stderr.write(str(ev.data.get("stderr", "")))
+    if run.status != "ok":
+        print(f"loopdev: vm script: guest {run.status}: {run.message}", file=sys.stderr)
+        return 1
+    out = next((e for e in run.events if e.kind == "output"), None)
+    return int(out.data.get("returncode", 1)) if out else 1

@@ -1,0 +1,175 @@
+"""The in-guest runner: ``python -m loopdev.vm.agent JOB.json EVENTS.jsonl``.
+
+Runs each cell of the job with the lab's own scenario code through
+:class:`loopdev.linux.LinuxKernel` (see :mod:`loopdev.vm.userspaces` for the rows), in a
+private work directory on the guest's tmpfs, a real systemd-udevd around the scenarios that
+want udev, the same outcome kinds and messages as the host's real column. Before each trial it
+writes its deadline for PID 1's watchdog (:mod:`loopdev.vm.init_script`); every event is
+appended to EVENTS.jsonl and flushed at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import TextIO
+
+from loopdev.lab import realudev
+from loopdev.lab.outcome import Outcome, RunRecord
+from loopdev.lab.realkernel import (
+    make_real_image,
+    reset_workdir,
+    run_trial,
+    start_real,
+    util_linux_version,
+)
+from loopdev.lab.scenarios import by_name
+from loopdev.lab.scenarios.base import Env, Scenario, Unsupported
+from loopdev.vm.init_script import DEADLINE_FILE
+from loopdev.vm.protocol import CellPlan, Event, Job, record_to_json
+from loopdev.vm.userspaces import make_userspace
+
+
+class Agent:
+    """Runs a :class:`Job`, writing events to ``out``."""
+
+    def __init__(self, job: Job, out: TextIO, deadline_file: str = DEADLINE_FILE) -> None:
+        self.job = job
+        self.out = out
+        self.deadline_file = deadline_file
+
+    def emit(self, kind: str, **data: object) -> None:
+        self.out.write(Event(kind, dict(data)).to_line())
+        self.out.flush()
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """Tell the watchdog by when (uptime) the current trial must end; None: no trial."""
+        value = 0
+        if seconds is not None:
+            with open("/proc/uptime") as f:
+                value = int(float(f.read().split()[0]) + seconds) + 1
+        with contextlib.suppress(OSError), open(self.deadline_file, "w") as f:
+            f.write(f"{value}\n")
+
+    def run(self) -> None:
+        ul = util_linux_version()
+        self.emit(
+            "ready",
+            kernel=platform.release(),
+            util_linux=".".join(map(str, ul)) if ul else "",
+            uptime=_uptime(),
+        )
+        if self.job.script:
+            self.run_script(self.job.script)
+            self.emit("done", uptime=_uptime())
+            return
+        workdir = tempfile.mkdtemp(prefix="loopdev-vm-")
+        try:
+            for plan in self.job.cells:
+                self.run_cell(plan, workdir)
+        finally:
+            self.set_deadline(None)
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.emit("done", uptime=_uptime())
+
+    def run_script(self, argv: list[str]) -> None:
+        """Run a user's script (``python SCRIPT ARGS...``) under the watchdog's deadline; its
+        output comes back as one ``output`` event."""
+        self.set_deadline(self.job.trial_timeout)
+        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
+        self.set_deadline(None)
+        self.emit("output", returncode=r.returncode, stdout=r.stdout, stderr=r.stderr)
+
+    def run_cell(self, plan: CellPlan, workdir: str) -> None:
+        scenario = by_name(plan.scenario)
+        udev_wanted = scenario.udev and self.job.udevd
+        with self._udev(udev_wanted) as udev_on:
+            kernel, userspace = make_userspace(plan.userspace)
+            env = Env(
+                kernel=kernel,
+                userspace=userspace,
+                workdir=workdir,
+                make_image=make_real_image,
+                start=start_real,
+                # the model's trial shape (mount-loop: three back-to-back cycles, no wait for
+                # the detach in between); see Job.model_shape
+                is_model=self.job.model_shape,
+                udev=udev_on,
+                measure_latency=True,
+            )
+            self.emit("cell", scenario=plan.scenario, userspace=plan.userspace, udev=udev_on,
+                      trials=plan.trials)  # fmt: skip
+            try:
+                self._trials(scenario, env, plan)
+            finally:
+                self.set_deadline(None)
+                try:
+                    scenario.cleanup(env)
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        self.emit("note", text=f"cleanup of {plan.scenario}: {e}")
+                reset_workdir(env)
+
+    def _trials(self, scenario: Scenario, env: Env, plan: CellPlan) -> None:
+        key = {"scenario": plan.scenario, "userspace": plan.userspace}
+        self.set_deadline(self.job.trial_timeout * 4)
+        try:
+            scenario.prepare(env)
+        except Unsupported as u:
+            for i in range(plan.trials):
+                rec = RunRecord(i, Outcome("unsupported", message=str(u)))
+                self.emit("trial", **key, **record_to_json(rec))
+            return
+        except Exception as e:
+            rec = RunRecord(0, Outcome("error", type(e).__name__, f"prepare: {e}"))
+            self.emit("trial", **key, **record_to_json(rec))
+            return
+        for i in range(plan.trials):
+            self.emit("start", **key, i=i, uptime=_uptime())
+            self.set_deadline(self.job.trial_timeout)
+            rec = run_trial(scenario, env, i)
+            self.set_deadline(None)
+            self.emit("trial", **key, **record_to_json(rec))
+            if rec.outcome.kind != "pass":
+                reset_workdir(env)
+            if rec.outcome.kind == "unsupported":
+                break
+
+    @contextlib.contextmanager
+    def _udev(self, want: bool) -> Iterator[bool]:
+        if not want:
+            yield False
+            return
+        if not os.path.exists(realudev.UDEVD):
+            self.emit("note", text=f"{realudev.UDEVD} not installed: ran without udev")
+            yield False
+            return
+        with realudev.RealUdevd(ready_timeout=60.0):
+            yield True
+
+
+def _uptime() -> float:
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m loopdev.vm.agent JOB.json EVENTS.jsonl", file=sys.stderr)
+        return 2
+    with open(argv[0]) as f:
+        job = Job.from_json(f.read())
+    with open(argv[1], "a", encoding="utf-8") as out:
+        Agent(job, out).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

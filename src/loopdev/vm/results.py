@@ -1,0 +1,64 @@
+"""Turning a guest's events into the lab's cells (:class:`~loopdev.lab.outcome.CellResult`),
+the same shape the host's real column produces. A trial the guest never finished becomes an
+outcome of its own: ``deadlock: hang`` (the watchdog fired and tasks were blocked in the
+kernel), ``fail: kernel panic`` (an oops or panic ended the guest), ``error: hang`` (the
+trial did not finish but nothing was blocked in the kernel: a lab bug); the trials after it
+are counted as cut."""
+
+from __future__ import annotations
+
+from loopdev.lab.outcome import CellKey, CellResult, Outcome, RunRecord
+from loopdev.vm import stacks
+from loopdev.vm.guest import HANG, OK, PANIC, GuestRun
+from loopdev.vm.protocol import CellPlan, Job, record_from_json
+
+
+def unfinished_outcome(run: GuestRun, trial_timeout: float) -> Outcome:
+    """What the trial that was running when the guest stopped counts as."""
+    log = run.dmesg or run.console
+    if run.status == PANIC:
+        return Outcome("fail", "kernel panic", stacks.panic_reason(run.console + run.dmesg))
+    if run.status == HANG:
+        blocked = stacks.blocked_tasks(log)
+        if blocked:
+            where = "; ".join(t.summary() for t in blocked[:3])
+            return Outcome(
+                "deadlock", "hang", f"no progress in {trial_timeout:g} s; blocked: {where}"
+            )
+        return Outcome(
+            "error", "hang",
+            f"the trial did not finish in {trial_timeout:g} s and no task was blocked in the "
+            "kernel (a lab bug, not a kernel verdict)",
+        )  # fmt: skip
+    return Outcome("error", run.status, run.message or "the guest stopped")
+
+
+def fold(run: GuestRun, job: Job, column: str, strategy: str) -> dict[CellKey, CellResult]:
+    """One cell per planned (scenario, userspace), with every trial the guest reported, the
+    unfinished one classified, and the rest counted as cut."""
+    cells: dict[CellKey, CellResult] = {}
+    plans: dict[tuple[str, str], CellPlan] = {}
+    for plan in job.cells:
+        key = CellKey(plan.scenario, plan.userspace, column)
+        cells[key] = CellResult(key, strategy=strategy, planned=plan.trials)
+        plans[(plan.scenario, plan.userspace)] = plan
+    running: CellKey | None = None
+    for ev in run.events:
+        if ev.kind not in ("start", "trial"):
+            continue
+        key = CellKey(str(ev.data["scenario"]), str(ev.data["userspace"]), column)
+        if key not in cells:
+            continue
+        if ev.kind == "start":
+            running = key
+        else:
+            cells[key].add(record_from_json(ev.data))
+            running = None
+    if running is not None and run.status != OK:
+        cell = cells[running]
+        cell.add(RunRecord(cell.runs, unfinished_outcome(run, job.trial_timeout)))
+    for cell in cells.values():
+        if cell.is_unsupported:
+            continue
+        cell.cut = max(0, cell.planned - cell.runs)
+    return cells

@@ -1,0 +1,251 @@
+"""The API the lab calls: run scenarios on real loop modules in guests.
+
+``run_variant(variant_or_patch, scenarios, userspaces, trials, ...)`` builds (or takes from
+the cache) the module, boots guests, and returns a :class:`VariantResult`: per (scenario,
+userspace) a :class:`~loopdev.lab.outcome.CellResult` of real trials, keyed by
+``CellKey(scenario, userspace, column)`` with the variant's name (or the patch's label) as
+the column, plus every guest's status, boot time and logs. ``run_variants`` does the same for
+several variants, ``parallel`` guests at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loopdev.lab.outcome import CellKey, CellResult
+from loopdev.lab.scenarios import by_name
+from loopdev.vm import build, results, stacks
+from loopdev.vm.guest import GuestOptions, GuestRun, run_guest
+from loopdev.vm.protocol import CellPlan, Event, Job
+from loopdev.vm.userspaces import TIMING_DISTORTED, USERSPACES
+from loopdev.vm.variants import ModuleSource, module_source
+
+#: scenarios a guest runs (the model-only ones, resume-chain and iouring-kill's
+#: exit-cancel-wait row, have no real counterpart to run)
+GUEST_SCENARIOS = (
+    "mount-loop+udev", "mount-loop", "nested-umount", "nested-umount+udev", "iouring-kill",
+    "detach-open", "parallel-attach",
+)  # fmt: skip
+
+#: a progress callback: (column, event) for every event of every guest
+OnEvent = Callable[[str, Event], None]
+
+
+@dataclass
+class GuestSummary:
+    """One guest as the reports show it."""
+
+    column: str
+    status: str
+    message: str
+    boot_seconds: float | None
+    seconds: float
+    kernel: str
+    console: str
+    dmesg: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self, *, with_logs: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "column": self.column,
+            "status": self.status,
+            "message": self.message,
+            "boot_seconds": round(self.boot_seconds, 2) if self.boot_seconds else None,
+            "seconds": round(self.seconds, 2),
+            "kernel": self.kernel,
+            "warnings": self.warnings,
+        }
+        if with_logs:
+            d["console"] = self.console
+            d["dmesg"] = self.dmesg
+        return d
+
+
+@dataclass
+class VariantResult:
+    """Everything one variant (or user patch) produced."""
+
+    column: str
+    variant: str | None  # the model variant it stands for (None: a user's patch)
+    origin: str
+    cells: dict[CellKey, CellResult] = field(default_factory=dict)
+    guests: list[GuestSummary] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    unavailable: str = ""  # why no guest ran (n/a design, patch or build failure)
+    build_seconds: float = 0.0
+
+    def to_json(self, *, with_logs: bool = False) -> dict[str, Any]:
+        cells = []
+        for cell in self.cells.values():
+            d = cell.to_json()
+            d["backend"] = "vm"
+            d["timing_distorted"] = cell.key.userspace in TIMING_DISTORTED
+            cells.append(d)
+        return {
+            "column": self.column,
+            "variant": self.variant,
+            "origin": self.origin,
+            "backend": "vm",
+            "unavailable": self.unavailable,
+            "build_seconds": round(self.build_seconds, 2),
+            "cells": cells,
+            "guests": [g.to_json(with_logs=with_logs) for g in self.guests],
+            "notes": self.notes,
+        }
+
+
+def plan_cells(
+    scenarios: Sequence[str], userspaces: Sequence[str], trials: int | dict[str, int]
+) -> list[CellPlan]:
+    """Cells in scenario order; ``trials`` per cell or per scenario name (default 10).
+    ValueError for a scenario or userspace a guest cannot run."""
+    out: list[CellPlan] = []
+    for s in scenarios:
+        if s not in GUEST_SCENARIOS:
+            raise ValueError(f"scenario {s!r} does not run in a guest; these do: "
+                             + ", ".join(GUEST_SCENARIOS))  # fmt: skip
+        by_name(s)
+        for u in userspaces:
+            if u not in USERSPACES:
+                raise ValueError(f"unknown userspace {u!r}; known: {', '.join(USERSPACES)}")
+            n = trials if isinstance(trials, int) else trials.get(s, 10)
+            out.append(CellPlan(s, u, n))
+    return out
+
+
+def split(cells: list[CellPlan], guests: int) -> list[list[CellPlan]]:
+    """Cells dealt to ``guests`` jobs so the trial counts balance (largest first)."""
+    jobs: list[list[CellPlan]] = [[] for _ in range(max(1, min(guests, len(cells))))]
+    load = [0] * len(jobs)
+    for cell in sorted(cells, key=lambda c: -c.trials):
+        i = load.index(min(load))
+        jobs[i].append(cell)
+        load[i] += cell.trials
+    return [j for j in jobs if j]
+
+
+def _summary(column: str, run: GuestRun) -> GuestSummary:
+    ready = run.ready()
+    return GuestSummary(
+        column=column,
+        status=run.status,
+        message=run.message,
+        boot_seconds=run.boot_seconds,
+        seconds=run.seconds,
+        kernel=str(ready.data.get("kernel", "")) if ready else "",
+        console=run.console,
+        dmesg=run.dmesg,
+        warnings=stacks.warnings(run.dmesg or run.console),
+    )
+
+
+def _strategy(options: GuestOptions) -> str:
+    m = options.machine
+    return f"real trials (vm: {m.accel}, {m.vcpus} vCPU)"
+
+
+def _prepare(src: ModuleSource) -> tuple[build.BuiltModule | None, str]:
+    try:
+        return build.build_module(src), ""
+    except (build.PatchError, build.ModuleBuildError) as e:
+        return None, str(e)
+
+
+def run_variant(
+    variant_or_patch: str | Path,
+    scenarios: Sequence[str],
+    userspaces: Sequence[str],
+    trials: int | dict[str, int] = 10,
+    *,
+    label: str | None = None,
+    trial_timeout: float = 60.0,
+    options: GuestOptions | None = None,
+    guests: int = 1,
+    udevd: bool = True,
+    on_event: OnEvent | None = None,
+) -> VariantResult:
+    """Run the cells on one variant (a model variant's name, or a patch file) in ``guests``
+    guests one after the other. A design that cannot be a module (post-*), a patch that does
+    not apply and a module that does not build give a result with ``unavailable`` set."""
+    return run_variants(
+        [variant_or_patch], scenarios, userspaces, trials, labels=[label],
+        trial_timeout=trial_timeout, options=options, guests_per_variant=guests,
+        parallel=1, udevd=udevd, on_event=on_event,
+    )[0]  # fmt: skip
+
+
+def run_variants(
+    variants: Sequence[str | Path],
+    scenarios: Sequence[str],
+    userspaces: Sequence[str],
+    trials: int | dict[str, int] = 10,
+    *,
+    labels: Sequence[str | None] | None = None,
+    trial_timeout: float = 60.0,
+    options: GuestOptions | None = None,
+    guests_per_variant: int = 1,
+    parallel: int = 2,
+    udevd: bool = True,
+    on_event: OnEvent | None = None,
+) -> list[VariantResult]:
+    """:func:`run_variant` for each variant, up to ``parallel`` guests at once (modules are
+    built first, one at a time). Results come back in the order given."""
+    options = options or GuestOptions()
+    cells = plan_cells(scenarios, userspaces, trials)
+    out: list[VariantResult] = []
+    work: list[tuple[VariantResult, build.BuiltModule, Job]] = []
+    for i, v in enumerate(variants):
+        label = labels[i] if labels and i < len(labels) else None
+        try:
+            src = module_source(v, label)
+        except ValueError as e:  # a design without a module
+            name = str(v)
+            out.append(VariantResult(name, name, name, unavailable=str(e).split(": ", 1)[-1]))
+            continue
+        result = VariantResult(src.label, src.variant, src.origin)
+        out.append(result)
+        module, why = _prepare(src)
+        if module is None:
+            result.unavailable = why
+            continue
+        result.build_seconds = module.seconds
+        for chunk in split(cells, guests_per_variant):
+            job = Job(cells=chunk, trial_timeout=trial_timeout, udevd=udevd)
+            work.append((result, module, job))
+    lock = threading.Lock()
+
+    def one(item: tuple[VariantResult, build.BuiltModule, Job]) -> None:
+        result, module, job = item
+        column = result.column
+
+        def event(ev: Event) -> None:
+            if on_event is not None:
+                with lock:
+                    on_event(column, ev)
+
+        run = run_guest(module, job, options, event)
+        folded = results.fold(run, job, column, _strategy(options))
+        with lock:
+            result.cells.update(folded)
+            result.guests.append(_summary(column, run))
+            result.notes.extend(str(e.data.get("text", "")) for e in run.events
+                                if e.kind == "note")  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for future in [pool.submit(one, item) for item in work]:
+            future.result()
+    for result in out:
+        order = {(c.scenario, c.userspace): i for i, c in enumerate(cells)}
+        result.cells = dict(sorted(result.cells.items(),
+                                   key=lambda kv: order.get((kv[0].scenario, kv[0].userspace), 0)))  # fmt: skip
+    return out
+
+
+def planned_trials(cells: list[CellPlan]) -> int:
+    return sum(c.trials for c in cells)
+

@@ -1,0 +1,68 @@
+"""The userspace rows a guest runs, all through :class:`loopdev.linux.LinuxKernel`.
+
+* ``util-linux-2.37`` / ``util-linux-2.38``: the lab's modelled mount(8)/umount(8)/losetup(8)
+  (``loopdev.lab.userspace``) run *in process* on the real kernel. Each run starts, as in the
+  model, with a program start-up of 1-3 ms (:func:`~loopdev.lab.userspace.program.exec_time`,
+  a real sleep here): the start-up a program has on hardware, not the ~50x slower fork + exec
+  of an emulated CPU. This is how claim 1 gets a pre-2.38 mount(8) on a real kernel, and how
+  steps run without a process start between them.
+* ``util-linux-2.38-bin``: the real util-linux binaries of the host (Debian 12: 2.38.1), one
+  process per command, as the host's real column runs them. Under TCG their start-up is ~50x
+  slower than on hardware, so these cells are timing-distorted.
+* ``loopdev``: the loopdev library, in process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from loopdev.kernel import RunResult
+from loopdev.lab.backends import LoopdevLibrary, UtilLinux
+from loopdev.lab.scenarios.base import Userspace
+from loopdev.lab.userspace import Program, util_linux_programs
+from loopdev.lab.userspace.program import exec_time
+from loopdev.linux import LinuxKernel
+
+#: row id -> what it is (for reports)
+USERSPACES: dict[str, str] = {
+    "util-linux-2.37": "util-linux 2.37 programs (modelled, in process, real kernel)",
+    "util-linux-2.38": "util-linux 2.38 programs (modelled, in process, real kernel)",
+    "util-linux-2.38-bin": "util-linux binaries (real processes; timing-distorted under TCG)",
+    "loopdev": "the loopdev library (in process)",
+}
+#: rows whose timing the emulated CPU distorts (a process start per step)
+TIMING_DISTORTED = frozenset({"util-linux-2.38-bin"})
+
+
+class InProcessKernel(LinuxKernel):
+    """The real kernel, with util-linux's programs run in this process: ``run(["mount", ...])``
+    calls the modelled program (after its modelled start-up time) instead of exec()."""
+
+    def __init__(self, programs: dict[str, Program]) -> None:
+        super().__init__()
+        self.programs = programs
+
+    def run(
+        self, argv: Sequence[str], input: bytes | None = None, timeout: float | None = None
+    ) -> RunResult:
+        prog = self.programs.get(os.path.basename(argv[0])) if argv else None
+        if prog is None:
+            return super().run(argv, input, timeout)
+        exec_time(self)
+        return prog(self, list(argv))
+
+
+def make_userspace(row: str) -> tuple[LinuxKernel, Userspace]:
+    """The kernel port and the userspace of row ``row`` on the running (guest) kernel;
+    KeyError if the row is unknown."""
+    if row == "loopdev":
+        kernel = LinuxKernel()
+        return kernel, LoopdevLibrary(kernel)
+    if row == "util-linux-2.38-bin":
+        kernel = LinuxKernel()
+        return kernel, UtilLinux(kernel, row)
+    if row in ("util-linux-2.37", "util-linux-2.38"):
+        kernel = InProcessKernel(util_linux_programs(row.removeprefix("util-linux-")))
+        return kernel, UtilLinux(kernel, row)
+    raise KeyError(f"unknown userspace {row!r}; known: {', '.join(USERSPACES)}")
