@@ -1,8 +1,13 @@
-"""Choosing the kernel: the one passed in, else the running Linux kernel."""
+"""What every public function does with its arguments first: the kernel (the one passed in,
+else the running Linux kernel) and paths (``str`` or ``os.PathLike[str]``, as text)."""
 
 from __future__ import annotations
 
-from loopdev.kernel import Kernel
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+
+    from loopdev.kernel import Kernel
 
 _default: Kernel | None = None
 
@@ -18,9 +23,14 @@ def resolve(kernel: Kernel | None) -> Kernel:
     return _default
 
 
-def why(e: OSError) -> str:
-    """``'Device or resource busy (EBUSY)'`` for an OSError."""
-    import errno as _errno
-
-    name = _errno.errorcode.get(e.errno or 0, str(e.errno))
-    return f"{e.strerror or name} ({name})"
+def fspath(path: str | os.PathLike[str]) -> str:
+    """``path`` as text: a ``str`` as it is, a ``pathlib.Path`` (any ``os.PathLike[str]``)
+    through ``__fspath__``; TypeError for anything else (bytes paths are not supported)."""
+    if isinstance(path, str):
+        return path
+    fs = getattr(path, "__fspath__", None)
+    if fs is not None:
+        text = fs()
+        if isinstance(text, str):
+            return text
+    raise TypeError(f"expected a str or os.PathLike[str] path, not {type(path).__name__}")

@@ -10,17 +10,11 @@ random jitter (T1/T2), bounded (T27). A device whose configure failed is never c
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import logging
-import re
 import struct
-import warnings
-from collections.abc import Callable
-from typing import TypeVar
 
 from loopdev import abi, sysfs
-from loopdev._port import resolve, why
+from loopdev._port import fspath, resolve
 from loopdev.device import (
     LoopDevice,
     _require_loop,
@@ -37,30 +31,35 @@ from loopdev.errors import (
     NoFreeDeviceError,
     NotALoopDeviceError,
     NotPermittedError,
+    why,
 )
-from loopdev.kernel import Kernel
+from loopdev.loopctl import open_control
+from loopdev.notices import DirectIOWarning, ReadOnlyFallbackWarning, SizeWarning, warn
 from loopdev.settle import MAX_EAGAIN_RETRIES, Backoff, retry_eagain
 from loopdev.status import _INFO_HEAD, get_block_size
 
-log = logging.getLogger("loopdev")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+    from typing import TypeVar
 
-LOOP_CONTROL = "/dev/loop-control"
+    from loopdev.kernel import Kernel
+
+    T = TypeVar("T")
+
+__all__ = ["ReadOnlyFallbackWarning", "attach", "attach_image", "open_control"]
+
 #: EBUSY/ENXIO on a fresh device: try another one, at most this many times (systemd: 64).
 MAX_DEVICE_ATTEMPTS = 64
 #: A fresh node missing or not yet accessible (udev creating it): retry for this long.
 FRESH_NODE_TIMEOUT = 1.0
 PARTITION_TIMEOUT = 5.0
 
-T = TypeVar("T")
-
 # struct loop_config (abi.LoopConfig) in one pack: fd, block_size, then struct loop_info64
 # (device, inode, rdevice, offset, sizelimit, number, encrypt type, key size, flags, file name,
 # crypt name, key, init[2]) and __reserved[8]. tests/unit checks it against abi.LoopConfig.
 _LOOP_CONFIG = struct.Struct("=II5Q4I64s64s32s2Q64x")
-
-
-class ReadOnlyFallbackWarning(UserWarning):
-    """A read-write attach fell back to read-only because the image is write-protected."""
 
 
 class _TryAnother(Exception):
@@ -72,7 +71,7 @@ class _TryAnother(Exception):
 
 
 def attach(
-    image: str,
+    image: str | os.PathLike[str],
     *,
     offset: int = 0,
     sizelimit: int = 0,
@@ -82,17 +81,23 @@ def attach(
     block_size: int | None = None,
     autoclear: bool = False,
     loop_ref: str | None = None,
-    device: str | int | None = None,
-    wait_partitions: bool = False,
+    device: str | os.PathLike[str] | int | None = None,
+    wait_partitions: bool | None = None,
     kernel: Kernel | None = None,
 ) -> LoopDevice:
     """Attach ``image`` to a free loop device (or ``device``) and return a handle holding it.
 
     A read-write request on a write-protected image falls back to read-only with a
-    :class:`ReadOnlyFallbackWarning` and ``read_only_fallback=True`` on the handle.
+    :class:`ReadOnlyFallbackWarning` and ``read_only_fallback=True`` on the handle. An
+    offset or size limit that leaves a device of less than 512 bytes, or not a whole number
+    of 512-byte sectors, is accepted (as losetup does) with a :class:`SizeWarning`.
     ``loop_ref`` is stored in lo_file_name, as util-linux 2.39+ ``losetup --loop-ref`` does.
+    With ``partscan`` the call returns once the partitions the kernel found have their
+    /dev nodes (``wait_partitions=False`` returns at once).
     """
     k = resolve(kernel)
+    if wait_partitions is None:
+        wait_partitions = partscan
     flags = (
         (abi.LO_FLAGS_AUTOCLEAR if autoclear else 0)
         | (abi.LO_FLAGS_PARTSCAN if partscan else 0)
@@ -100,18 +105,18 @@ def attach(
     )
     dev, _ = attach_image(
         k,
-        image,
+        fspath(image),
         offset=offset,
         sizelimit=sizelimit,
         read_only=read_only,
         flags=flags,
         block_size=block_size,
         loop_ref=loop_ref,
-        device=device,
+        device=device if device is None or isinstance(device, int) else fspath(device),
     )
     if wait_partitions:
         try:
-            _wait_partitions(k, dev)
+            wait_partition_nodes(k, dev.number)
         except BaseException:
             dev.detach(wait=True)
             raise
@@ -141,10 +146,9 @@ def attach_image(
     """
     if offset or sizelimit or block_size:
         _check_numbers(offset, sizelimit, block_size)
-    bfd, bpath, bdev, bino, size, fallback = _open_image(k, image, read_only)
+    bfd, bpath, bdev, bino, size, refused, is_file = _open_image(k, image, read_only)
+    fallback = refused is not None
     try:
-        if offset >= size or (sizelimit and offset + sizelimit > size):
-            raise _range_error(image, size, offset, sizelimit)
         if read_only or fallback:
             flags |= abi.LO_FLAGS_READ_ONLY
         bs = block_size or 0
@@ -171,15 +175,27 @@ def attach_image(
             dev = _attach_free(k, image, bfd, config, want)
         else:
             dev = _attach_named(k, device, image, bfd, config, want)
+        if refused is not None:
+            warn(
+                f"{image}: write-protected ({refused}): {dev.path} is attached read-only",
+                ReadOnlyFallbackWarning,
+                stacklevel=3,
+            )
+        if (offset or sizelimit or size % abi.SECTOR_SIZE or size < abi.SECTOR_SIZE) and (
+            is_file or sizelimit
+        ):
+            _warn_size(image, size, offset, sizelimit)
         if inspect is None:
             return dev, None
         # After LOOP_CONFIGURE, not before: a read before it can dirty the image's inode
         # (relatime atime update) that the fsync inside LOOP_CONFIGURE (6.18) then commits.
         try:
-            return dev, inspect(k, bfd, offset, (sizelimit or size - offset) & _SECTOR_MASK)
+            return dev, inspect(k, bfd, offset, device_bytes(size, offset, sizelimit))
         except BaseException:
-            with contextlib.suppress(LoopdevError):
+            try:  # noqa: SIM105 - contextlib would cost start-up time
                 dev.detach(wait=True)
+            except LoopdevError:
+                pass  # the first error is the one to report
             raise
     finally:
         k.close(bfd)
@@ -192,6 +208,44 @@ def attach_image(
 _Wanted = tuple[int, int, int, int, int, int, bool, str, bool]
 
 _SECTOR_MASK = ~(abi.SECTOR_SIZE - 1)
+
+
+def device_bytes(size: int, offset: int, sizelimit: int) -> int:
+    """The size of a loop device over ``size`` bytes of image from ``offset``, at most
+    ``sizelimit`` (0: no limit), as the kernel computes it (whole 512-byte sectors)."""
+    length = max(0, size - offset)
+    if sizelimit and sizelimit < length:
+        length = sizelimit
+    return length & _SECTOR_MASK
+
+
+def _warn_size(image: str, size: int, offset: int, sizelimit: int) -> None:
+    """losetup's warnings for a device that is tiny or not whole sectors (it attaches such
+    devices all the same), and one for an offset past the end of the image (which losetup's
+    unsigned arithmetic misses)."""
+    if not sizelimit and offset > size:
+        warn(
+            f"{image}: Warning: offset {offset} is past the end of the file "
+            f"({size} bytes); the loop device is empty.",
+            SizeWarning,
+            stacklevel=4,
+        )
+        return
+    length = sizelimit or size - offset
+    if length < abi.SECTOR_SIZE:
+        warn(
+            f"{image}: Warning: file is smaller than 512 bytes; the loop device may be "
+            "useless or invisible for system tools.",
+            SizeWarning,
+            stacklevel=4,
+        )
+    elif length % abi.SECTOR_SIZE:
+        warn(
+            f"{image}: Warning: file does not fit into a 512-byte sector; the end of the "
+            "file will be ignored.",
+            SizeWarning,
+            stacklevel=4,
+        )
 
 
 def _file_name(name: str) -> bytes:
@@ -208,28 +262,8 @@ def _check_numbers(offset: int, sizelimit: int, block_size: int | None) -> None:
             raise InvalidArgumentError(
                 f"{name} must not be negative (got {value})", hint=f"give a {name} >= 0"
             )
-        if value % abi.SECTOR_SIZE:
-            raise InvalidArgumentError(
-                f"{name} {value} is not a multiple of {abi.SECTOR_SIZE} bytes",
-                hint=f"round the {name} to a multiple of {abi.SECTOR_SIZE}",
-            )
     if block_size:
         check_block_size(block_size)
-
-
-def _range_error(image: str, size: int, offset: int, sizelimit: int) -> InvalidArgumentError:
-    """The byte range does not fit in the image (the device would be empty or too short)."""
-    if offset >= size:
-        return InvalidArgumentError(
-            f"offset {offset} is past the end of {image} ({size} bytes)"
-            if size
-            else f"{image} is empty (0 bytes)",
-            hint="give an offset inside the image" if size else "use a non-empty image",
-        )
-    return InvalidArgumentError(
-        f"offset {offset} + sizelimit {sizelimit} goes past the end of {image} ({size} bytes)",
-        hint=f"give a sizelimit <= {size - offset}",
-    )
 
 
 _KINDS = {
@@ -240,8 +274,11 @@ _KINDS = {
 }
 
 
-def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, int, int, bool]:
-    """Open the image: (fd, canonical path, st_dev, st_ino, size in bytes, read-only fallback).
+def _open_image(
+    k: Kernel, image: str, read_only: bool
+) -> tuple[int, str, int, int, int, str | None, bool]:
+    """Open the image: (fd, canonical path, st_dev, st_ino, size in bytes, read-only
+    fallback: why read-write was refused, or None; a regular file).
 
     The stat comes before the open: it refuses what must not be opened at all (a FIFO blocks
     a read-only open, a character device may act on open) and gives identity and size. No
@@ -259,13 +296,15 @@ def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, 
         raise ImageError(
             f"{image} is {_KINDS.get(kind, 'not a regular file')}, not an image file",
             hint="give a regular file (or a block device) holding a disk image",
+            errno=errno.EISDIR if kind == abi.S_IFDIR else None,
+            filename=image,
         )
-    fallback = False
+    refused: str | None = None
     try:
         fd = k.open(image, abi.O_RDONLY if read_only else abi.O_RDWR)
     except OSError as e:
         fd = _open_read_only_instead(k, image, read_only, e)
-        fallback = True
+        refused = why(e)
     try:
         size = st.size
         if kind == abi.S_IFBLK:
@@ -280,7 +319,7 @@ def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, 
             path = ""
         if not path.startswith("/") or path.endswith(" (deleted)"):
             path = k.realpath(image)
-        return fd, path, st.dev, st.ino, size, fallback
+        return fd, path, st.dev, st.ino, size, refused, kind == abi.S_IFREG
     except BaseException:
         k.close(fd)
         raise
@@ -288,8 +327,10 @@ def _open_image(k: Kernel, image: str, read_only: bool) -> tuple[int, str, int, 
 
 def _stat_error(image: str, e: OSError) -> ImageError:
     if e.errno == errno.ENOENT:
-        return ImageError(f"{image}: no such file", hint="check the image path")
-    return ImageError(f"{image}: cannot access it: {why(e)}")
+        return ImageError(
+            f"{image}: no such file", hint="check the image path", errno=e.errno, filename=image
+        )
+    return ImageError(f"{image}: cannot access it: {why(e)}", errno=e.errno, filename=image)
 
 
 def _open_read_only_instead(k: Kernel, image: str, read_only: bool, e: OSError) -> int:
@@ -298,13 +339,9 @@ def _open_read_only_instead(k: Kernel, image: str, read_only: bool, e: OSError) 
     if read_only or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ETXTBSY):
         raise _image_open_error(image, e) from None
     try:
-        fd = k.open(image, abi.O_RDONLY)
+        return k.open(image, abi.O_RDONLY)
     except OSError as e2:
         raise _image_open_error(image, e2) from None
-    msg = f"{image}: write-protected ({why(e)}), attaching read-only"
-    warnings.warn(msg, ReadOnlyFallbackWarning, stacklevel=5)
-    log.warning(msg)
-    return fd
 
 
 def _image_open_error(image: str, e: OSError) -> ImageError:
@@ -312,29 +349,13 @@ def _image_open_error(image: str, e: OSError) -> ImageError:
         return ImageError(
             f"{image}: cannot read it: permission denied",
             hint="check the file's permissions (or run as root)",
+            errno=e.errno,
+            filename=image,
         )
-    return ImageError(f"{image}: cannot open it: {why(e)}")
+    return ImageError(f"{image}: cannot open it: {why(e)}", errno=e.errno, filename=image)
 
 
 # --- allocation ---------------------------------------------------------------------------
-
-
-def open_control(k: Kernel) -> int:
-    """Open /dev/loop-control, mapping errors to what users can act on."""
-    try:
-        return k.open(LOOP_CONTROL, abi.O_RDWR)
-    except OSError as e:
-        if e.errno in (errno.EACCES, errno.EPERM):
-            raise NotPermittedError(
-                f"cannot open {LOOP_CONTROL}: permission denied",
-                hint="loop devices need root (or CAP_SYS_ADMIN); run with sudo",
-            ) from None
-        if e.errno == errno.ENOENT:
-            raise LoopdevError(
-                f"{LOOP_CONTROL} does not exist: the loop driver is not loaded",
-                hint="run `modprobe loop`",
-            ) from None
-        raise LoopdevError(f"cannot open {LOOP_CONTROL}: {why(e)}") from None
 
 
 def _attach_free(k: Kernel, image: str, bfd: int, config: bytes, want: _Wanted) -> LoopDevice:
@@ -350,6 +371,7 @@ def _attach_free(k: Kernel, image: str, bfd: int, config: bytes, want: _Wanted) 
                 raise NoFreeDeviceError(
                     f"no free loop device for {image}: LOOP_CTL_GET_FREE failed: {why(e)}",
                     hint="detach unused devices (`loopdev -a` lists them)",
+                    filename=image,
                 ) from None
             try:
                 return _configure(k, number, None, image, bfd, config, want)
@@ -361,6 +383,7 @@ def _attach_free(k: Kernel, image: str, bfd: int, config: bytes, want: _Wanted) 
                 raise NoFreeDeviceError(
                     f"no free loop device for {image} after {backoff.describe()}; last: {last}",
                     hint="other programs keep taking the free devices; retry later",
+                    filename=image,
                 )
     finally:
         k.close(ctl)  # also drops the lock
@@ -369,6 +392,7 @@ def _attach_free(k: Kernel, image: str, bfd: int, config: bytes, want: _Wanted) 
 def _attach_named(
     k: Kernel, device: str | int, image: str, bfd: int, config: bytes, want: _Wanted
 ) -> LoopDevice:
+    """Attach to the device the caller named (creating /dev/loopN if it does not exist)."""
     path = device if isinstance(device, str) else f"/dev/loop{device}"
     ctl = open_control(k)
     try:
@@ -376,17 +400,22 @@ def _attach_named(
         try:
             st = k.stat(path)
         except OSError as e:
-            m = re.fullmatch(r"/dev/loop(\d+)", path)
-            if e.errno != errno.ENOENT or m is None:
+            digits = path.removeprefix("/dev/loop")
+            if e.errno != errno.ENOENT or not path.startswith("/dev/loop") or not digits.isdigit():
                 raise NotALoopDeviceError(
-                    f"{path}: {why(e)}", hint="give /dev/loopN or omit the device"
+                    f"{path}: {why(e)}",
+                    hint="give /dev/loopN or omit the device",
+                    errno=e.errno,
+                    device=path,
                 ) from None
-            number = int(m.group(1))
+            number = int(digits)
             try:
                 k.ioctl(ctl, abi.LOOP_CTL_ADD, number)  # T25
             except OSError as e2:
                 if e2.errno != errno.EEXIST:
-                    raise LoopdevError(f"cannot create {path}: {why(e2)}") from None
+                    raise LoopdevError(
+                        f"cannot create {path}: {why(e2)}", errno=e2.errno, device=path
+                    ) from None
         else:
             _require_loop(k, path, st.mode, st.rdev)
             number = loop_number(k, path, st.rdev)
@@ -398,6 +427,7 @@ def _attach_named(
                 f"{path} is already in use ({t.reason})",
                 holders=[Holder("holder", f"{path} is attached to {bound_to}")] if bound_to else [],
                 hint="pick another device, or omit the device to use a free one",
+                device=path,
             ) from None
     finally:
         k.close(ctl)
@@ -417,8 +447,12 @@ def _open_fresh_node(k: Kernel, path: str, first: OSError) -> int:
             backoff = Backoff(k, timeout=FRESH_NODE_TIMEOUT, base=0.0005, cap=0.05)
         if e.errno not in (errno.ENOENT, errno.EACCES) or not backoff.wait():
             if e.errno == errno.EACCES:
-                raise NotPermittedError(f"{path}: permission denied", hint="run as root")
-            raise LoopdevError(f"cannot open {path}: {why(e)} ({backoff.describe()})")
+                raise NotPermittedError(
+                    f"{path}: permission denied", hint="run as root", errno=e.errno, device=path
+                )
+            raise LoopdevError(
+                f"cannot open {path}: {why(e)} ({backoff.describe()})", errno=e.errno, device=path
+            )
         try:
             return k.open(path, abi.O_RDWR)
         except OSError as again:
@@ -427,7 +461,7 @@ def _open_fresh_node(k: Kernel, path: str, first: OSError) -> int:
 
 _RO = abi.LO_FLAGS_READ_ONLY
 _DIO = abi.LO_FLAGS_DIRECT_IO
-_INFO_SIZE = abi.LoopInfo64.SIZE
+_INFO_SIZE = abi.LOOP_INFO64_SIZE
 
 
 def _configure(
@@ -534,8 +568,10 @@ def _configure(
 
 
 def _clear_quietly(k: Kernel, fd: int) -> None:
-    with contextlib.suppress(OSError):
+    try:
         k.ioctl(fd, abi.LOOP_CLR_FD)
+    except OSError:
+        return  # gone already: nothing to undo
 
 
 #: Whether LOOP_CONFIGURE works here (None: not tried yet). A kernel that refused it once
@@ -597,20 +633,32 @@ def _set_fd(
 
 
 def _configure_error(path: str, image: str, e: OSError) -> LoopdevError:
-    if e.errno == errno.EPERM:
-        return NotPermittedError(f"{path}: not permitted to attach {image}", hint="run as root")
+    if e.errno in (errno.EPERM, errno.EACCES):
+        return NotPermittedError(
+            f"{path}: not permitted to attach {image}",
+            hint="run as root",
+            errno=e.errno,
+            filename=image,
+            device=path,
+        )
     if e.errno == errno.EAGAIN:
         return BusyError(
             f"{path}: the kernel kept answering EAGAIN while attaching {image} "
             f"({MAX_EAGAIN_RETRIES} retries)",
             hint="retry later",
+            filename=image,
+            device=path,
         )
     if e.errno == errno.EINVAL:
         return InvalidArgumentError(
             f"{path}: the kernel refused to attach {image}: {why(e)}",
             hint="check offset, sizelimit and block size (a loop device cannot back itself)",
+            filename=image,
+            device=path,
         )
-    return LoopdevError(f"{path}: attaching {image} failed: {why(e)}")
+    return LoopdevError(
+        f"{path}: attaching {image} failed: {why(e)}", errno=e.errno, filename=image, device=path
+    )
 
 
 def _not_applied(
@@ -640,31 +688,38 @@ def _not_applied(
     return LoopdevError(
         f"{path}: the kernel did not apply the configuration for {image}: " + "; ".join(problems),
         hint="this kernel may not support these options",
+        filename=image,
+        device=path,
     )
 
 
 def _warn_no_direct_io(path: str, image: str) -> None:
     msg = f"{path}: direct I/O not supported for {image}; using buffered I/O"
-    warnings.warn(msg, UserWarning, stacklevel=6)
-    log.warning(msg)
+    warn(msg, DirectIOWarning, stacklevel=6)
 
 
-def _wait_partitions(k: Kernel, dev: LoopDevice) -> None:
-    """Wait until the partitions the kernel found have their /dev nodes."""
-    backoff = Backoff(k, timeout=PARTITION_TIMEOUT, base=0.0005, cap=0.05)
+def wait_partition_nodes(k: Kernel, number: int) -> list[str]:
+    """Wait until the partitions the kernel found on loopN (sysfs ``loopNpM``) have their
+    /dev nodes (devtmpfs makes them; a udev-managed /dev may lag); returns their paths."""
+    backoff: Backoff | None = None
     while True:
+        names = sysfs.partitions(k, number)
         missing = []
-        for name in sysfs.partitions(k, dev.number):
+        for name in names:
             try:
                 if not k.stat(f"/dev/{name}").is_blk:
                     missing.append(name)
             except OSError:
                 missing.append(name)
         if not missing:
-            return
+            return [f"/dev/{name}" for name in names]
+        if backoff is None:
+            backoff = Backoff(k, timeout=PARTITION_TIMEOUT, base=0.0005, cap=0.05)
         if not backoff.wait():
+            path = f"/dev/loop{number}"
             raise LoopdevError(
-                f"{dev.path}: partition nodes {', '.join(missing)} did not appear "
+                f"{path}: partition nodes {', '.join(missing)} did not appear "
                 f"({backoff.describe()})",
                 hint="is devtmpfs mounted on /dev?",
+                device=path,
             )

@@ -1,23 +1,19 @@
-"""LoopDevice: the fd-holding handle of an attached loop device, and detach()."""
+"""LoopDevice: the fd-holding handle of an attached loop device; detach() and detach_all()."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-from types import TracebackType
 
-from loopdev import abi, settle, sysfs
-from loopdev._port import resolve, why
+from loopdev import abi, settle, sysfs, teardown
+from loopdev._port import fspath, resolve
 from loopdev.errors import (
-    BusyError,
     InvalidArgumentError,
     LoopdevError,
     NotALoopDeviceError,
     NotAttachedError,
     NotPermittedError,
-    TeardownTimeoutError,
+    why,
 )
-from loopdev.kernel import Kernel
 from loopdev.status import (
     LoopFlags,
     LoopStatus,
@@ -28,7 +24,14 @@ from loopdev.status import (
     read_status,
 )
 
-DEFAULT_DETACH_TIMEOUT = 5.0
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+    from types import TracebackType
+
+    from loopdev.kernel import Kernel
+
+DEFAULT_DETACH_TIMEOUT = teardown.DEFAULT_DETACH_TIMEOUT
 
 
 class LoopDevice(LoopFlags):
@@ -62,18 +65,28 @@ class LoopDevice(LoopFlags):
         "write_baseline",
     )
 
+    #: the kernel (port) the device lives in
     kernel: Kernel
     _fd: int | None
+    #: N of /dev/loopN
     number: int
+    #: /dev/loopN
     path: str
+    #: st_dev and st_ino of the backing file (what identifies it, not its name)
     backing_dev: int
     backing_ino: int
+    #: where the device starts in the backing file, and its size limit (0: to the end)
     offset: int
     sizelimit: int
+    #: LO_FLAGS_* as the kernel applied them (read back after attach)
     flags: int
+    #: the backing file's path (sysfs, else lo_file_name)
     backing_file: str
+    #: the disk sequence number of this binding (5.15+), None if the kernel lacks it
     diskseq: int | None
+    #: the image was write-protected and the read-write attach fell back to read-only
     read_only_fallback: bool
+    #: the handle is on a device someone else attached (mount_image's reuse)
     reused: bool
     #: bytes 7 (sectors written) and 9 (in flight) of loopN/stat when the handle was made
     #: (None: unknown, detach fsyncs).
@@ -110,6 +123,37 @@ class LoopDevice(LoopFlags):
         self._block_size = status.block_size
         self._status = status
 
+    @classmethod
+    def open(
+        cls,
+        device: str | os.PathLike[str] | int,
+        *,
+        kernel: Kernel | None = None,
+    ) -> LoopDevice:
+        """A handle on an existing, bound loop device (``/dev/loopN``, a path to one, or N).
+
+        The handle holds the device open (an AUTOCLEAR device stays until the handle is
+        closed); :meth:`relinquish` leaves it attached, :meth:`detach` detaches it.
+        NotALoopDeviceError if it is no loop device, NotAttachedError if it is not bound.
+        """
+        k = resolve(kernel)
+        fd, number, _rdev = open_loop_device(k, device)
+        try:
+            status = read_status(k, fd, number)
+        except OSError as e:
+            k.close(fd)
+            path = f"/dev/loop{number}"
+            if e.errno == errno.ENXIO:
+                raise NotAttachedError(
+                    f"{path} is not attached",
+                    hint="list attached devices with `loopdev -a`",
+                    device=path,
+                ) from None
+            raise LoopdevError(
+                f"{path}: cannot read its status: {why(e)}", errno=e.errno, device=path
+            ) from None
+        return cls(k, fd, status)
+
     # -- identity ------------------------------------------------------------------------
     @property
     def status(self) -> LoopStatus:
@@ -127,11 +171,14 @@ class LoopDevice(LoopFlags):
                 self.backing_file,
                 self.diskseq,
                 self.block_size,
+                sysfs.rdev(self.kernel, self.number),
             )
         return st
 
     @property
     def loop_ref(self) -> str:
+        """lo_file_name: the loop-ref given at attach, else the backing path (truncated to
+        63 bytes)."""
         st = self._status
         if st is not None:
             return st.ref
@@ -149,11 +196,13 @@ class LoopDevice(LoopFlags):
 
     @property
     def closed(self) -> bool:
+        """The handle no longer holds the device (after relinquish or detach)."""
         return self._fd is None
 
     def fileno(self) -> int:
+        """The fd holding the device open (LoopdevError once the handle is closed)."""
         if self._fd is None:
-            raise LoopdevError(f"{self.path}: this handle was already closed")
+            raise LoopdevError(f"{self.path}: this handle was already closed", device=self.path)
         return self._fd
 
     def __repr__(self) -> str:
@@ -170,8 +219,11 @@ class LoopDevice(LoopFlags):
                 raise NotAttachedError(
                     f"{self.path} is no longer attached (it was detached)",
                     hint="attach the image again",
+                    device=self.path,
                 ) from None
-            raise LoopdevError(f"{self.path}: cannot read its status: {why(e)}") from None
+            raise LoopdevError(
+                f"{self.path}: cannot read its status: {why(e)}", errno=e.errno, device=self.path
+            ) from None
 
     def set_capacity(self) -> int:
         """Re-read the backing file size (LOOP_SET_CAPACITY); returns the new size in bytes."""
@@ -181,7 +233,9 @@ class LoopDevice(LoopFlags):
             buf = abi.u64_buffer()
             self.kernel.ioctl(fd, abi.BLKGETSIZE64, buf)
         except OSError as e:
-            raise LoopdevError(f"{self.path}: set capacity failed: {why(e)}") from None
+            raise LoopdevError(
+                f"{self.path}: set capacity failed: {why(e)}", errno=e.errno, device=self.path
+            ) from None
         return abi.read_u64(buf)
 
     def set_direct_io(self, enabled: bool = True) -> None:
@@ -206,12 +260,18 @@ class LoopDevice(LoopFlags):
                 raise InvalidArgumentError(
                     f"{self.path}: set {what} failed: {why(e)}",
                     hint="the backing file or its filesystem does not allow it",
+                    device=self.path,
                 ) from None
-            if e.errno == errno.EPERM:
+            if e.errno in (errno.EPERM, errno.EACCES):
                 raise NotPermittedError(
-                    f"{self.path}: set {what}: {why(e)}", hint="run as root"
+                    f"{self.path}: set {what}: {why(e)}",
+                    hint="run as root",
+                    errno=e.errno,
+                    device=self.path,
                 ) from None
-            raise LoopdevError(f"{self.path}: set {what} failed: {why(e)}") from None
+            raise LoopdevError(
+                f"{self.path}: set {what} failed: {why(e)}", errno=e.errno, device=self.path
+            ) from None
 
     def relinquish(self) -> None:
         """Close the handle and leave the device attached (AUTOCLEAR devices then go away)."""
@@ -219,41 +279,40 @@ class LoopDevice(LoopFlags):
             fd, self._fd = self._fd, None
             self.kernel.close(fd)
 
-    def detach(self, *, wait: bool = True, timeout: float = DEFAULT_DETACH_TIMEOUT) -> None:
-        """Flush, detach and (``wait``) return only once the device is really unbound.
+    def detach(
+        self,
+        *,
+        wait: bool = True,
+        timeout: float = DEFAULT_DETACH_TIMEOUT,
+        lazy: bool = False,
+    ) -> bool:
+        """Flush, detach and close the handle; True once the device is unbound.
 
-        One straight line for the usual case; every error branch leaves it for a helper.
+        The teardown is asked for in the way that is safe on this kernel's design (see
+        :mod:`loopdev.teardown`). It happens at the device's last close, so while someone
+        else holds the device (a mount, a process) it is deferred until they let go:
+
+        * ``wait`` (default): return only once the device is really unbound, at most
+          ``timeout`` seconds (then TeardownTimeoutError naming the holders);
+        * ``lazy``: like ``losetup -d``: do not wait for a mount, and for other openers only
+          briefly (udev probes); returns False when the teardown is deferred;
+        * ``wait=False``: return at once (False when it is not gone yet).
         """
         fd = self._fd
         if fd is None:
-            raise LoopdevError(f"{self.path}: this handle was already closed")
-        kernel = self.kernel
-        number = self.number
-        paths = sysfs.loop_paths(number)
-        try:
-            # Refuse if someone holds the device exclusively (a mount, dm, md, a stacked
-            # loop): an O_EXCL open fails with EBUSY exactly then. LOOP_CLR_FD cannot tell:
-            # on 6.11+ it succeeds on a mounted device too (it only marks it AUTOCLEAR).
-            try:
-                probe = kernel.open(self.path, _EXCL_PROBE)
-            except OSError as e:
-                if e.errno == errno.EBUSY:
-                    _raise_claimed(kernel, self.path, number)
-            else:
-                kernel.close(probe)
-            if not self.flags & abi.LO_FLAGS_READ_ONLY:
-                _flush(kernel, fd, paths[1], self.write_baseline)
-            try:
-                kernel.ioctl(fd, abi.LOOP_CLR_FD)
-            except OSError as e:
-                _clear_failed(kernel, self.path, number, e)
-        finally:
-            self._fd = None
-            kernel.close(fd)
-        # On 6.11+ the teardown runs in the last close: usually the close above, so the
-        # first check (one access(2)) already sees the device unbound.
-        if wait and kernel.access(paths[2], 0):
-            wait_until_detached(kernel, number, self.diskseq, timeout)
+            raise LoopdevError(f"{self.path}: this handle was already closed", device=self.path)
+        self._fd = None
+        return teardown.release(
+            self.kernel,
+            fd,
+            self.number,
+            self.flags,
+            self.write_baseline,
+            self.diskseq,
+            wait=wait,
+            timeout=timeout,
+            lazy=lazy,
+        )
 
     def __enter__(self) -> LoopDevice:
         return self
@@ -279,9 +338,6 @@ def check_block_size(size: int) -> None:
             f"block size {size} is not supported",
             hint=f"use one of {', '.join(map(str, BLOCK_SIZES))}",
         )
-
-
-_EXCL_PROBE = abi.O_RDONLY | abi.O_EXCL | abi.O_NONBLOCK
 
 
 def new_handle(
@@ -327,91 +383,40 @@ def new_handle(
 _new_device = object.__new__
 
 
-def _clear_failed(kernel: Kernel, path: str, number: int, e: OSError) -> None:
-    """LOOP_CLR_FD failed with ``e``: raise what the user can act on (ENXIO: already unbound
-    or in teardown, which is what detach wanted)."""
-    if e.errno == errno.EPERM:
-        raise NotPermittedError(f"{path}: detach not permitted", hint="run as root") from None
-    if e.errno == errno.EBUSY:
-        raise BusyError(
-            f"{path} is busy and cannot be detached",
-            holders=settle.device_holders(kernel, number),
-        ) from None
-    if e.errno != errno.ENXIO:
-        raise LoopdevError(f"{path}: detach failed: {why(e)}") from None
-
-
-def _flush(kernel: Kernel, fd: int, stat_path: str, baseline: bytes | None) -> None:
-    """fsync a read-write device (T20) unless it provably wrote nothing since ``baseline``.
-
-    Dirty page cache that was never submitted is written to the backing file by the final
-    close anyway; the fsync adds durability for what the device wrote. Skipping it when
-    nothing was written saves a round trip through the loop worker and an fsync of the
-    backing file (a disk cache flush on ext4: ~50 us idle, milliseconds on a busy disk).
-    A read-only device needs none (the caller skips it): write(2) to it fails (EPERM), the
-    image under a device we attached read-only is open read-only too, and its queue has no
-    write cache to flush.
-    """
-    if baseline is not None and sysfs.write_mark(kernel, stat_path) == baseline:
-        return
-    try:
-        kernel.fsync(fd)
-    except OSError as e:
-        if e.errno not in (errno.ENXIO, errno.EIO, errno.EROFS, errno.EINVAL):
-            raise
-
-
-def _raise_claimed(kernel: Kernel, path: str, number: int) -> None:
-    """BusyError naming who claims the device exclusively (its O_EXCL probe said EBUSY)."""
-    holders = [h for h in settle.device_holders(kernel, number) if h.kind != "process"]
-    what = holders[0].description if holders else f"{path} is claimed exclusively"
-    raise BusyError(
-        f"{path} cannot be detached: {what}",
-        holders=holders,
-        hint="unmount it (loopdev umount DIR) or stop its user, then detach",
-    )
-
-
-def wait_until_detached(kernel: Kernel, number: int, diskseq: int | None, timeout: float) -> None:
-    """Return once loopN's binding ``diskseq`` is gone; TeardownTimeoutError naming the
-    holders otherwise."""
-    if settle.wait_detached(kernel, number, diskseq, timeout):
-        return
-    path = f"/dev/loop{number}"
-    raise TeardownTimeoutError(
-        f"{path} is still attached {timeout:g} s after detach (teardown waits for the last close)",
-        holders=settle.device_holders(kernel, number),
-        hint="the device goes away when the holders close it; stop them or wait longer",
-    )
-
-
 def open_loop_device(
-    kernel: Kernel, device: str | int, flags: int = abi.O_RDONLY
+    kernel: Kernel, device: str | os.PathLike[str] | int, flags: int = abi.O_RDONLY
 ) -> tuple[int, int, int]:
     """Open an existing loop device node; returns (fd, number, rdev).
 
     Raises NotALoopDeviceError unless it is a block device of the loop major (T26).
     """
-    path = device if isinstance(device, str) else f"/dev/loop{device}"
+    path = f"/dev/loop{device}" if isinstance(device, int) else fspath(device)
     try:
         st = kernel.stat(path)
     except OSError as e:
         if e.errno == errno.ENOENT:
             raise NotALoopDeviceError(
-                f"{path}: no such device", hint="list loop devices with `loopdev -a`"
+                f"{path}: no such device",
+                hint="list loop devices with `loopdev -a`",
+                errno=e.errno,
+                device=path,
             ) from None
-        raise NotALoopDeviceError(f"{path}: {why(e)}") from None
+        raise NotALoopDeviceError(f"{path}: {why(e)}", errno=e.errno, device=path) from None
     _require_loop(kernel, path, st.mode, st.rdev)
     try:
         fd = kernel.open(path, flags)
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
-            raise NotPermittedError(f"{path}: permission denied", hint="run as root") from None
+            raise NotPermittedError(
+                f"{path}: permission denied", hint="run as root", errno=e.errno, device=path
+            ) from None
         if e.errno == errno.ENXIO:
             raise NotAttachedError(
-                f"{path} is being torn down or removed", hint="it is going away already"
+                f"{path} is being torn down or removed",
+                hint="it is going away already",
+                device=path,
             ) from None
-        raise LoopdevError(f"{path}: cannot open: {why(e)}") from None
+        raise LoopdevError(f"{path}: cannot open: {why(e)}", errno=e.errno, device=path) from None
     try:
         fst = kernel.fstat(fd)
         _require_loop(kernel, path, fst.mode, fst.rdev)
@@ -432,7 +437,7 @@ def _require_loop(kernel: Kernel, path: str, mode: int, rdev: int) -> None:
             abi.S_IFIFO: "a FIFO",
         }.get(kind, "not a block device")
         raise NotALoopDeviceError(
-            f"{path} is not a loop device: it is {what}", hint="give /dev/loopN"
+            f"{path} is not a loop device: it is {what}", hint="give /dev/loopN", device=path
         )
     if abi.major(rdev) != abi.LOOP_MAJOR:
         name = sysfs.block_name(kernel, rdev) or f"{abi.major(rdev)}:{abi.minor(rdev)}"
@@ -440,42 +445,91 @@ def _require_loop(kernel: Kernel, path: str, mode: int, rdev: int) -> None:
             f"{path} is not a loop device: it is block device {name} "
             f"(major {abi.major(rdev)}, loop devices have major {abi.LOOP_MAJOR})",
             hint="give /dev/loopN",
+            device=path,
         )
 
 
 def loop_number(kernel: Kernel, path: str, rdev: int) -> int:
+    """N of the loop device ``path`` (device number ``rdev``), from sysfs."""
     name = sysfs.block_name(kernel, rdev)
     if name and name.startswith("loop") and name[4:].isdigit():
         return int(name[4:])
-    raise NotALoopDeviceError(f"{path} is a partition or unknown loop node, not a loop device")
+    raise NotALoopDeviceError(
+        f"{path} is a partition or unknown loop node, not a loop device",
+        hint="give the whole device, /dev/loopN",
+        device=path,
+    )
 
 
 def detach(
-    device: LoopDevice | str | int,
+    device: LoopDevice | str | os.PathLike[str] | int,
     *,
     wait: bool = True,
     timeout: float = DEFAULT_DETACH_TIMEOUT,
+    lazy: bool = False,
     kernel: Kernel | None = None,
-) -> None:
-    """Detach a loop device (handle, path or number) and, with ``wait``, return only once it
-    is really unbound (6.11+ defers the teardown to the last close).
+) -> bool:
+    """Detach a loop device (handle, path or number); True once it is unbound.
 
-    Raises BusyError naming the mount if it is mounted, NotAttachedError if it is not bound,
-    TeardownTimeoutError naming the holders if it outlives ``timeout``.
+    With ``wait`` (default) return only once it is really unbound (the kernel tears it down
+    at its last close): TeardownTimeoutError naming the holders (a mount, a process) if that
+    takes longer than ``timeout``. ``lazy=True`` is ``losetup -d``: the teardown is left to
+    the holders and False returned when they still hold it. NotAttachedError if it is not
+    bound. See :meth:`LoopDevice.detach`.
     """
     if isinstance(device, LoopDevice):
-        device.detach(wait=wait, timeout=timeout)
-        return
+        return device.detach(wait=wait, timeout=timeout, lazy=lazy)
     k = resolve(kernel)
     fd, number, _rdev = open_loop_device(k, device)
+    path = f"/dev/loop{number}"
     try:
         status = read_status(k, fd, number, extras=False)
     except OSError as e:
         k.close(fd)
         if e.errno == errno.ENXIO:
             raise NotAttachedError(
-                f"/dev/loop{number} is not attached", hint="nothing to detach"
+                f"{path} is not attached", hint="nothing to detach", device=path
             ) from None
-        raise LoopdevError(f"/dev/loop{number}: cannot read its status: {why(e)}") from None
-    status = dataclasses.replace(status, diskseq=get_diskseq(k, fd))
-    LoopDevice(k, fd, status).detach(wait=wait, timeout=timeout)
+        raise LoopdevError(
+            f"{path}: cannot read its status: {why(e)}", errno=e.errno, device=path
+        ) from None
+    status = status.replace(diskseq=get_diskseq(k, fd))
+    return LoopDevice(k, fd, status).detach(wait=wait, timeout=timeout, lazy=lazy)
+
+
+def detach_all(
+    loop_ref: str | None = None,
+    *,
+    ref_prefix: str | None = None,
+    wait: bool = True,
+    timeout: float = DEFAULT_DETACH_TIMEOUT,
+    lazy: bool = False,
+    kernel: Kernel | None = None,
+) -> list[str]:
+    """Detach every device whose loop-ref (lo_file_name) is ``loop_ref``, or starts with
+    ``ref_prefix``, or every device when both are None (``losetup -D``). Returns the paths
+    detached (with ``lazy``, also those whose teardown is deferred to their holders); raises
+    the first failure after trying them all."""
+    from loopdev.query import list_devices
+
+    k = resolve(kernel)
+    done: list[str] = []
+    failures: list[LoopdevError] = []
+    for s in list_devices(kernel=k):
+        if loop_ref is not None and s.ref != loop_ref:
+            continue
+        if ref_prefix is not None and not s.ref.startswith(ref_prefix):
+            continue
+        try:
+            detach(s.path, wait=wait, timeout=timeout, lazy=lazy, kernel=k)
+            done.append(s.path)
+        except NotAttachedError:
+            continue  # detached by someone else meanwhile
+        except LoopdevError as e:
+            failures.append(e)
+    if failures:
+        first = failures[0]
+        if len(failures) > 1:
+            first.message += f" (and {len(failures) - 1} more devices failed)"
+        raise first
+    return done

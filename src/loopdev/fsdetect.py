@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import struct
 
-from loopdev.kernel import Kernel
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from loopdev.kernel import Kernel
+
+
+#: filesystems that are read-only by design: their images are attached and mounted read-only
+READ_ONLY_FILESYSTEMS = frozenset({"squashfs", "erofs", "iso9660", "cramfs", "romfs"})
 
 # ext feature bits (fs/ext4/ext4.h) that ext2/ext3 do not have
 _EXT_JOURNAL = 0x4  # compat: has_journal

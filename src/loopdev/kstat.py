@@ -1,19 +1,21 @@
 """:class:`Stat`: the fields of ``struct stat`` the port returns (re-exported by
 :mod:`loopdev.kernel`).
 
-A plain class rather than a dataclass: every command stats something, and importing
-``dataclasses`` costs more than the rest of ``loopdev -a`` together.
+A :class:`~loopdev.record.Record`, not a dataclass: every command stats something.
 """
 
 from __future__ import annotations
 
 from loopdev import abi
+from loopdev.record import Record
 
 _FIELDS = ("mode", "ino", "dev", "rdev", "size", "nlink", "uid", "mount_root")
 
 
-class Stat:
+class Stat(Record):
     """The fields of ``struct stat`` the library uses (immutable, compared by value)."""
+
+    _fields = _FIELDS
 
     mode: int
     ino: int
@@ -47,29 +49,6 @@ class Stat:
             uid=uid,
             mount_root=mount_root,
         )
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: Stat is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: Stat is immutable")
-
-    def _key(self) -> tuple[object, ...]:
-        d = self.__dict__
-        return tuple(d[f] for f in _FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, Stat)
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        d = self.__dict__
-        return "Stat(" + ", ".join(f"{f}={d[f]!r}" for f in _FIELDS) + ")"
 
     @property
     def kind(self) -> int:

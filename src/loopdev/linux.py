@@ -7,22 +7,26 @@ kernel's errno.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import fcntl
 import os
-import random as _random
-import select
-import signal
-import socket
 import struct
-import subprocess
 import time
-from collections.abc import Callable, Sequence
 
 from loopdev import abi
-from loopdev.kernel import RunResult, Stat, Uevent
+from loopdev.kstat import Stat
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ctypes
+    import socket
+    from collections.abc import Callable, Sequence
+
+    from loopdev.kernel import RunResult, Uevent
+
+# ctypes, socket, select, signal and subprocess are imported where they are needed (mount,
+# statx, uevents, spawn, run): a listing or an attach needs none of them, and importing them
+# would cost more than the command itself.
 
 _NETLINK_KOBJECT_UEVENT = 15
 _UEVENT_KERNEL_GROUP = 1
@@ -34,21 +38,34 @@ _STATX_ATTR_MOUNT_ROOT = 0x2000
 # struct statx (256 bytes): stx_attributes is the u64 at offset 8, stx_attributes_mask the
 # u64 at offset 56
 _STATX_ATTRS = struct.Struct("=Q")
-_StatxBuffer = ctypes.c_char * 256
+_STATX_SIZE = 256
 
 
-class _BlkpgIoctlArg(ctypes.Structure):
-    """``struct blkpg_ioctl_arg``: the C form of :class:`loopdev.abi.BlkpgRequest`."""
+def _blkpg_arg(op: int, payload: ctypes.Array[ctypes.c_char]) -> bytearray:
+    """``struct blkpg_ioctl_arg`` (op, flags, datalen, data pointer): the C form of
+    :class:`loopdev.abi.BlkpgRequest`."""
+    import ctypes
 
-    _fields_ = [
-        ("op", ctypes.c_int),
-        ("flags", ctypes.c_int),
-        ("datalen", ctypes.c_int),
-        ("data", ctypes.c_void_p),
-    ]
+    class BlkpgIoctlArg(ctypes.Structure):
+        _fields_ = [
+            ("op", ctypes.c_int),
+            ("flags", ctypes.c_int),
+            ("datalen", ctypes.c_int),
+            ("data", ctypes.c_void_p),
+        ]
+
+    arg = BlkpgIoctlArg(
+        op=op,
+        flags=0,
+        datalen=abi.BlkpgPartition.SIZE,
+        data=ctypes.cast(payload, ctypes.c_void_p),
+    )
+    return bytearray(bytes(arg))
 
 
 def _libc() -> ctypes.CDLL:
+    import ctypes
+
     return ctypes.CDLL(None, use_errno=True)
 
 
@@ -74,6 +91,7 @@ def _to_stat(st: os.stat_result, mount_root: bool | None = None) -> Stat:
     return out
 
 
+_TWO_POW_MINUS_53 = 2.0**-53
 _new_stat = object.__new__
 _set_dict = object.__setattr__
 _O_CLOEXEC = os.O_CLOEXEC
@@ -123,8 +141,10 @@ class LinuxProcess:
 
     def kill(self, sig: int) -> None:
         if self._status is None:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(self._pid, sig)
+            except ProcessLookupError:
+                return  # already gone
 
 
 class LinuxKernel:
@@ -133,12 +153,19 @@ class LinuxKernel:
     name = "linux"
 
     def __init__(self) -> None:
-        self._libc = _libc()
-        # statx(2) when libc has it (glibc 2.28+), for STATX_ATTR_MOUNT_ROOT. A handle
-        # without use_errno: a failure only means "cannot tell", and errno swapping costs.
-        self._statx: Callable[..., int] | None = getattr(ctypes.CDLL(None), "statx", None)
+        self._libc_handle: ctypes.CDLL | None = None
+        # statx(2) when libc has it (glibc 2.28+), for STATX_ATTR_MOUNT_ROOT: looked up on
+        # the first directory stat.
+        self._statx: Callable[..., int] | None = None
+        self._no_statx = False
         self._sockets: dict[int, socket.socket] = {}
-        self._rng = _random.SystemRandom()
+
+    @property
+    def _libc(self) -> ctypes.CDLL:
+        lib = self._libc_handle
+        if lib is None:
+            lib = self._libc_handle = _libc()
+        return lib
 
     # -- files ---------------------------------------------------------------------------
     def open(self, path: str, flags: int, mode: int = 0o666) -> int:
@@ -181,16 +208,11 @@ class LinuxKernel:
         return fcntl.ioctl(fd, request, arg, True)
 
     def _blkpg(self, fd: int, raw: bytearray) -> int:
+        import ctypes
+
         req = abi.BlkpgRequest.unpack(raw)
         payload = ctypes.create_string_buffer(req.partition.pack(), abi.BlkpgPartition.SIZE)
-        arg = _BlkpgIoctlArg(
-            op=req.op,
-            flags=0,
-            datalen=abi.BlkpgPartition.SIZE,
-            data=ctypes.cast(payload, ctypes.c_void_p),
-        )
-        buf = bytearray(bytes(arg))
-        return int(fcntl.ioctl(fd, abi.BLKPG, buf, True))
+        return int(fcntl.ioctl(fd, abi.BLKPG, _blkpg_arg(req.op, payload), True))
 
     def flock(self, fd: int, operation: int) -> None:
         fcntl.flock(fd, operation)
@@ -205,17 +227,26 @@ class LinuxKernel:
         directories (the mount points) pay it."""
         st = os.stat(path) if follow_symlinks else os.lstat(path)
         mount_root = None
-        if st.st_mode & _S_IFMT == _S_IFDIR and self._statx is not None:
+        if st.st_mode & _S_IFMT == _S_IFDIR and not self._no_statx:
             mount_root = self._mount_root(path, follow_symlinks)
         return _to_stat(st, mount_root)
 
     def _mount_root(self, path: str, follow_symlinks: bool) -> bool | None:
         """STATX_ATTR_MOUNT_ROOT of ``path`` (Linux 5.8+), None if statx cannot tell."""
-        assert self._statx is not None
-        buf = _StatxBuffer()
+        import ctypes
+
+        statx = self._statx
+        if statx is None:
+            # A handle without use_errno: a failure only means "cannot tell", and errno
+            # swapping costs.
+            statx = self._statx = getattr(ctypes.CDLL(None), "statx", None)
+            if statx is None:
+                self._no_statx = True
+                return None
+        buf = (ctypes.c_char * _STATX_SIZE)()
         raw = path.encode("utf-8", "surrogateescape") if type(path) is str else os.fsencode(path)
         flags = 0 if follow_symlinks else _AT_SYMLINK_NOFOLLOW
-        if self._statx(_AT_FDCWD, raw, flags, 0, buf):
+        if statx(_AT_FDCWD, raw, flags, 0, buf):
             return None
         if not _STATX_ATTRS.unpack_from(buf, 56)[0] & _STATX_ATTR_MOUNT_ROOT:
             return None  # attributes_mask: the kernel does not report it
@@ -274,6 +305,8 @@ class LinuxKernel:
 
     # -- mounts --------------------------------------------------------------------------
     def mount(self, source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
+        import ctypes
+
         rc = self._libc.mount(
             os.fsencode(source),
             os.fsencode(target),
@@ -286,6 +319,8 @@ class LinuxKernel:
             raise OSError(e, f"mount {source} on {target}: {os.strerror(e)}")
 
     def umount2(self, target: str, flags: int = 0) -> None:
+        import ctypes
+
         if self._libc.umount2(os.fsencode(target), ctypes.c_int(flags)) != 0:
             e = ctypes.get_errno()
             raise OSError(e, f"umount {target}: {os.strerror(e)}")
@@ -302,6 +337,8 @@ class LinuxKernel:
 
     def spawn(self, fn: Callable[[], object], name: str) -> LinuxProcess:
         """Fork; the child runs ``fn`` and exits (0 on return, 1 on an exception)."""
+        import signal
+
         pid = os.fork()
         if pid == 0:  # child
             code = 0
@@ -317,6 +354,10 @@ class LinuxKernel:
     def run(
         self, argv: Sequence[str], input: bytes | None = None, timeout: float | None = None
     ) -> RunResult:
+        import subprocess
+
+        from loopdev.kernel import RunResult
+
         r = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout)
         return RunResult(
             r.returncode,
@@ -326,6 +367,8 @@ class LinuxKernel:
 
     # -- uevents -------------------------------------------------------------------------
     def uevent_open(self) -> int:
+        import socket
+
         sock = socket.socket(
             socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_KOBJECT_UEVENT
         )
@@ -342,6 +385,8 @@ class LinuxKernel:
         sock = self._sockets.get(fd)
         if sock is None:
             raise OSError(errno.EBADF, "not a uevent socket")
+        import select
+
         ready, _, _ = select.select([sock], [], [], timeout)
         if not ready:
             return None
@@ -360,11 +405,15 @@ class LinuxKernel:
             time.sleep(seconds)
 
     def random(self) -> float:
-        return self._rng.random()
+        """A float in [0, 1) from the kernel's random pool (53 random bits, as
+        random.SystemRandom makes them, without importing the random module)."""
+        return (int.from_bytes(os.urandom(7), "big") >> 3) * _TWO_POW_MINUS_53
 
 
 def parse_uevent(raw: bytes) -> Uevent | None:
     """Decode ``action@devpath\\0KEY=VALUE\\0...``; None for anything else (udev's messages)."""
+    from loopdev.kernel import Uevent
+
     parts = raw.split(b"\0")
     head = parts[0].decode("utf-8", "replace")
     action, at, devpath = head.partition("@")

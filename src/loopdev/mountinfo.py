@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from loopdev import abi
-from loopdev.kernel import Kernel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from loopdev.kernel import Kernel
 
 MOUNTINFO = "/proc/self/mountinfo"
 
 
-@dataclass(frozen=True)
 class MountEntry:
-    """One line of mountinfo."""
+    """One line of mountinfo: ``dev`` is the st_dev (MAJ:MIN) of the mounted filesystem."""
 
-    mount_id: int
-    target: str
-    dev: int  # st_dev of the mounted filesystem (MAJ:MIN)
-    fstype: str
-    source: str
-    options: str
+    __slots__ = ("dev", "fstype", "mount_id", "options", "source", "target")
+
+    def __init__(
+        self, mount_id: int, target: str, dev: int, fstype: str, source: str, options: str
+    ) -> None:
+        self.mount_id = mount_id
+        self.target = target
+        self.dev = dev
+        self.fstype = fstype
+        self.source = source
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"MountEntry({self.mount_id}, {self.target!r}, {self.source!r}, {self.fstype!r})"
 
 
 def _unescape(raw: str) -> str:

@@ -8,16 +8,20 @@ model kernel runs these waits on its virtual clock.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from loopdev import sysfs
+from loopdev._port import fspath, resolve
 from loopdev.errors import Holder
-from loopdev.kernel import Kernel
 from loopdev.mountinfo import mounts_of_device, parse_mountinfo, read_mountinfo
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
 
-@dataclass
+    from loopdev.kernel import Kernel
+
+
 class Backoff:
     """A bounded retry budget with growing random jitter.
 
@@ -26,17 +30,36 @@ class Backoff:
     attempt from ``base`` up to ``cap``, each drawn uniformly from [d/2, 3d/2].
     """
 
-    kernel: Kernel
-    timeout: float | None = None
-    attempts: int | None = None
-    base: float = 0.0005
-    cap: float = 0.05
-    factor: float = 2.0
+    __slots__ = (
+        "_delay",
+        "attempts",
+        "base",
+        "cap",
+        "factor",
+        "kernel",
+        "start",
+        "timeout",
+        "tries",
+    )
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        timeout: float | None = None,
+        attempts: int | None = None,
+        base: float = 0.0005,
+        cap: float = 0.05,
+        factor: float = 2.0,
+    ) -> None:
+        self.kernel = kernel
+        self.timeout = timeout
+        self.attempts = attempts
+        self.base = base
+        self.cap = cap
+        self.factor = factor
         self.start: float | None = None  # the clock starts at the first wait (hot paths
         self.tries = 0  # that never retry never read it)
-        self._delay = self.base
+        self._delay = base
 
     @property
     def elapsed(self) -> float:
@@ -102,8 +125,31 @@ def is_detached(kernel: Kernel, number: int, diskseq: int | None) -> bool:
     return current is not None and current != diskseq
 
 
-def wait_detached(kernel: Kernel, number: int, diskseq: int | None, timeout: float) -> bool:
-    """Wait until loopN's binding ``diskseq`` is gone; False if ``timeout`` passed first."""
+def wait_detached(
+    device: int | str | os.PathLike[str],
+    *,
+    diskseq: int | None = None,
+    timeout: float = 5.0,
+    kernel: Kernel | None = None,
+) -> bool:
+    """Wait until the loop device (N, or /dev/loopN) is unbound, or, with ``diskseq``, no
+    longer carries that binding; False if ``timeout`` seconds passed first."""
+    k = resolve(kernel)
+    return wait_unbound(k, loop_number_of(device), diskseq, timeout)
+
+
+def loop_number_of(device: int | str | os.PathLike[str]) -> int:
+    """N of ``N``, ``loopN`` or ``/dev/loopN`` (ValueError for anything else)."""
+    if isinstance(device, int):
+        return device
+    name = fspath(device).rsplit("/", 1)[-1].removeprefix("loop")
+    if not name.isdigit():
+        raise ValueError(f"not a loop device name: {fspath(device)!r}")
+    return int(name)
+
+
+def wait_unbound(kernel: Kernel, number: int, diskseq: int | None, timeout: float) -> bool:
+    """:func:`wait_detached` for the library's own callers."""
     if is_detached(kernel, number, diskseq):
         return True
     backoff = Backoff(kernel, timeout=timeout, base=0.0002, cap=0.02)
@@ -127,14 +173,21 @@ def _comm(kernel: Kernel, pid: int) -> str:
         return "?"
 
 
-def device_holders(kernel: Kernel, number: int) -> list[Holder]:
-    """Who holds loopN: mounts of it, sysfs holders (dm, md, stacked loop), processes."""
+def device_holders(
+    device: int | str | os.PathLike[str], *, kernel: Kernel | None = None
+) -> list[Holder]:
+    """Who holds the loop device (N, or /dev/loopN): mounts of it, sysfs holders (dm, md,
+    a stacked loop), processes that have it open; a "kernel" holder when none of those."""
+    kernel = resolve(kernel)
+    number = loop_number_of(device)
     found: list[Holder] = []
     path = f"/dev/loop{number}"
     rdev = sysfs.rdev(kernel, number)
     if rdev is not None:
         for m in mounts_of_device(kernel, rdev):
-            found.append(Holder("mount", f"{path} is mounted on {m.target} ({m.fstype})"))
+            found.append(
+                Holder("mount", f"{path} is mounted on {m.target} ({m.fstype})", target=m.target)
+            )
     for name in sysfs.holders(kernel, number):
         found.append(Holder("holder", f"{path} is held by /dev/{name} (sysfs holders)"))
     self_pid = kernel.getpid()
@@ -167,9 +220,13 @@ def _under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-def path_holders(kernel: Kernel, target: str) -> list[Holder]:
+def path_holders(
+    target: str | os.PathLike[str], *, kernel: Kernel | None = None
+) -> list[Holder]:
     """Processes using files under the mount point ``target`` (fds, cwd, root, mappings) and
     mounts stacked below it."""
+    kernel = resolve(kernel)
+    target = fspath(target)
     found: list[Holder] = []
     for m in parse_mountinfo(read_mountinfo(kernel)):
         if m.target != target and _under(m.target, target):

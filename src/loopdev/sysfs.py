@@ -4,7 +4,10 @@ device is not (or no longer) there and read as None/False."""
 from __future__ import annotations
 
 from loopdev import abi
-from loopdev.kernel import Kernel
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from loopdev.kernel import Kernel
 
 SYS_BLOCK = "/sys/block"
 #: Where /sys/block/loopN points: loop disks have no parent device, so they always live here.
@@ -123,13 +126,29 @@ def loop_numbers(kernel: Kernel) -> list[int]:
     return sorted(int(n[4:]) for n in names if n.startswith("loop") and n[4:].isdigit())
 
 
-def block_name(kernel: Kernel, dev: int) -> str | None:
-    """Kernel name of the block device ``dev`` (``loop3``), via /sys/dev/block/MAJ:MIN."""
+def _block_link(kernel: Kernel, dev: int) -> list[str]:
+    """The path components of /sys/dev/block/MAJ:MIN's target (empty if there is none)."""
     try:
         link = kernel.readlink(f"/sys/dev/block/{abi.major(dev)}:{abi.minor(dev)}")
     except OSError:
-        return None
-    return link.rstrip("/").rsplit("/", 1)[-1]
+        return []
+    return link.rstrip("/").split("/")
+
+
+def block_name(kernel: Kernel, dev: int) -> str | None:
+    """Kernel name of the block device ``dev`` (``loop3``), via /sys/dev/block/MAJ:MIN."""
+    parts = _block_link(kernel, dev)
+    return parts[-1] if parts else None
+
+
+def loop_of(kernel: Kernel, dev: int) -> int | None:
+    """N when the block device ``dev`` is loopN or one of its partitions (loopNpM: the
+    partition's sysfs directory lies inside loopN's), else None."""
+    parts = _block_link(kernel, dev)
+    for name in parts[-2:]:
+        if name.startswith("loop") and name[4:].isdigit():
+            return int(name[4:])
+    return None
 
 
 def sized_loop_numbers(kernel: Kernel) -> list[int]:

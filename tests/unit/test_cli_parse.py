@@ -7,8 +7,8 @@ import pytest
 from loopdev import abi
 from loopdev.cli import listing
 from loopdev.cli.lsargs import Action, UsageError, parse
-from loopdev.cli.sizes import parse_size
 from loopdev.errors import InvalidArgumentError
+from loopdev.sizes import parse_size
 
 
 @pytest.mark.parametrize(
@@ -99,14 +99,19 @@ def test_direct_io_alone_never_eats_the_device() -> None:
 
 def test_detach_wait_and_timeout() -> None:
     plan = parse(["-d", "/dev/loop0", "--no-wait", "--timeout", "2.5"])
-    assert not plan.wait and plan.timeout == 2.5
-    assert parse(["-d", "/dev/loop0"]).wait
+    assert plan.wait is False and plan.timeout == 2.5
+    assert parse(["-d", "/dev/loop0", "--wait"]).wait is True
+    # neither: wait unless the device is held (then losetup's deferred detach)
+    assert parse(["-d", "/dev/loop0"]).wait is None
 
 
 def test_output_columns() -> None:
     assert parse(["-l", "-O", "name,ro"]).columns == ("NAME", "RO")
     assert parse(["-O", "+DISKSEQ"]).columns == (*listing.DEFAULT_COLUMNS, "DISKSEQ")
-    assert parse(["--output-all"]).columns == listing.ALL_COLUMNS
+    assert parse(["-l", "--output-all"]).columns == listing.ALL_COLUMNS
+    # losetup's twelve columns; REF and DISKSEQ only when asked for
+    assert len(listing.ALL_COLUMNS) == 12 and "REF" not in listing.ALL_COLUMNS
+    assert parse(["-l", "-O", "REF,DISKSEQ"]).columns == ("REF", "DISKSEQ")
     with pytest.raises(InvalidArgumentError, match="unknown column: BOGUS"):
         parse(["-l", "-O", "NAME,BOGUS"])
 
@@ -121,9 +126,17 @@ def test_output_columns() -> None:
         (["--show", "-a"], "allowed during loop device setup only"),
         (["-o", "512", "-a"], "--offset is not allowed"),
         (["-f", "a.img", "b.img"], "unexpected arguments"),
-        (["--bogus"], "unrecognized arguments"),
-        (["-o"], "expected one argument"),
-        (["--direct-io=maybe", "/dev/loop0"], "invalid choice"),
+        (["--bogus"], "unrecognized option '--bogus'"),
+        (["-x"], "invalid option -- 'x'"),
+        (["-o"], "option requires an argument -- 'o'"),
+        (["--offset"], "option '--offset' requires an argument"),
+        (["--show=yes", "-f", "x"], "option '--show' doesn't allow an argument"),
+        (["--s", "-f", "x"], "option '--s' is ambiguous"),
+        (["--direct-io=maybe", "/dev/loop0"], "invalid argument 'maybe'"),
+        # losetup: -n and --output-all alone do not make a listing
+        (["-n"], "no loop device specified"),
+        (["--output-all"], "no loop device specified"),
+        (["-D", "--loop-ref", "a", "--ref-prefix", "b"], "mutually exclusive"),
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], message: str) -> None:
@@ -139,3 +152,31 @@ def test_bad_numbers_are_invalid_arguments() -> None:
         assert info.value.exit_code == 5
     with pytest.raises(InvalidArgumentError, match="negative"):
         parse(["-o", "-512", "-f", "x"])
+
+
+def test_abbreviated_long_options_like_getopt_long() -> None:
+    plan = parse(["--sh", "--rea", "--fin", "disk.img"])
+    assert plan.action is Action.CREATE and plan.show and plan.read_only
+
+
+def test_noheadings_and_output_all_with_a_device_print_the_short_line() -> None:
+    for argv in (["-n", "/dev/loop0"], ["--output-all", "/dev/loop0"]):
+        plan = parse(argv)
+        assert plan.action is Action.SHOW_ONE and not plan.list
+
+
+def test_forgotten_find_is_suggested() -> None:
+    with pytest.raises(UsageError) as info:
+        parse(["--show", "disk.img"])
+    assert info.value.hint is not None and "-f" in info.value.hint
+    assert "loopdev -f --show disk.img" in info.value.hint
+
+
+def test_json_during_setup_describes_the_device() -> None:
+    plan = parse(["-f", "-J", "disk.img"])
+    assert plan.action is Action.CREATE and plan.json and not plan.list
+
+
+def test_detach_all_by_reference_prefix() -> None:
+    plan = parse(["-D", "--ref-prefix", "loopdev/run/"])
+    assert plan.action is Action.DELETE_ALL and plan.ref_prefix == "loopdev/run/"

@@ -2,35 +2,65 @@
 
 Output is byte-compatible with util-linux 2.38's losetup (libsmartcols): the same default
 columns, the same alignment, the same JSON layout and value types (MAJ:MIN columns keep
-losetup's padded ``%3u:%-3u`` form, also in JSON). We add two columns: REF (util-linux 2.40)
-and DISKSEQ.
+losetup's padded ``%3u:%-3u`` form, also in JSON). ``--output-all`` shows losetup's 12
+columns; our two more, REF (util-linux 2.40) and DISKSEQ, only when asked for with ``-O``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-
 from loopdev import abi
 from loopdev.errors import InvalidArgumentError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
-@dataclass(frozen=True)
+    from loopdev.device import LoopDevice
+    from loopdev.mount import Mount
+
+
 class Row:
     """One bound loop device as the listings show it."""
 
-    name: str  # /dev/loopN
-    rdev: int | None  # the loop device's dev_t
-    backing_file: str | None
-    backing_dev: int
-    backing_ino: int
-    offset: int
-    sizelimit: int
-    flags: int
-    sector_size: int | None
-    ref: str | None
-    diskseq: int | None
+    __slots__ = (
+        "backing_dev",
+        "backing_file",
+        "backing_ino",
+        "diskseq",
+        "flags",
+        "name",
+        "offset",
+        "rdev",
+        "ref",
+        "sector_size",
+        "sizelimit",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        rdev: int | None,
+        backing_file: str | None,
+        backing_dev: int,
+        backing_ino: int,
+        offset: int,
+        sizelimit: int,
+        flags: int,
+        sector_size: int | None,
+        ref: str | None,
+        diskseq: int | None,
+    ) -> None:
+        self.name = name  # /dev/loopN
+        self.rdev = rdev  # the loop device's dev_t
+        self.backing_file = backing_file
+        self.backing_dev = backing_dev
+        self.backing_ino = backing_ino
+        self.offset = offset
+        self.sizelimit = sizelimit
+        self.flags = flags
+        self.sector_size = sector_size
+        self.ref = ref
+        self.diskseq = diskseq
 
 
 def _flag(bit: int) -> Callable[[Row], str]:
@@ -45,13 +75,25 @@ def _num(v: int | None) -> str | None:
     return None if v is None else str(v)
 
 
-@dataclass(frozen=True)
 class Column:
-    name: str
-    right: bool
-    json_type: str  # "string", "number", "boolean"
-    help: str
-    value: Callable[[Row], str | None]
+    """A listing column: its name, alignment, JSON type ("string", "number", "boolean"),
+    help text and how a row gives its value."""
+
+    __slots__ = ("help", "json_type", "name", "right", "value")
+
+    def __init__(
+        self,
+        name: str,
+        right: bool,
+        json_type: str,
+        help: str,
+        value: Callable[[Row], str | None],
+    ) -> None:
+        self.name = name
+        self.right = right
+        self.json_type = json_type
+        self.help = help
+        self.value = value
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -94,7 +136,10 @@ COLUMNS: tuple[Column, ...] = (
 
 _BY_NAME = {c.name: c for c in COLUMNS}
 DEFAULT_COLUMNS = ("NAME", "SIZELIMIT", "OFFSET", "AUTOCLEAR", "RO", "BACK-FILE", "DIO", "LOG-SEC")
-ALL_COLUMNS = tuple(c.name for c in COLUMNS)
+#: ours, shown only when asked for (-O): --output-all is losetup's twelve
+EXTRA_COLUMNS = ("REF", "DISKSEQ")
+ALL_COLUMNS = tuple(c.name for c in COLUMNS if c.name not in EXTRA_COLUMNS)
+KNOWN_COLUMNS = tuple(c.name for c in COLUMNS)
 
 
 def parse_columns(spec: str, current: Sequence[str] = DEFAULT_COLUMNS) -> tuple[str, ...]:
@@ -106,7 +151,7 @@ def parse_columns(spec: str, current: Sequence[str] = DEFAULT_COLUMNS) -> tuple[
         col = _BY_NAME.get(n.upper())
         if col is None:
             raise InvalidArgumentError(
-                f"unknown column: {n}", hint=f"columns are: {', '.join(ALL_COLUMNS)}"
+                f"unknown column: {n}", hint=f"columns are: {', '.join(KNOWN_COLUMNS)}"
             )
         out.append(col.name)
     return tuple(out)
@@ -150,6 +195,27 @@ def table(
     return "".join(out)
 
 
+def _json_string(text: str) -> str:
+    """A JSON string literal (json.dumps(text, ensure_ascii=False), without importing json)."""
+    out = ['"']
+    for ch in text:
+        o = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif o < 0x20:
+            out.append(
+                {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\b": "\\b", "\f": "\\f"}.get(
+                    ch, f"\\u{o:04x}"
+                )
+            )
+        elif 0xD800 <= o < 0xE000:  # lone surrogates (undecodable bytes in a file name)
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
 def _json_value(col: Column, value: str | None) -> str:
     if col.json_type == "boolean":
         return "true" if value and value[0] not in "0Nn" else "false"
@@ -157,7 +223,7 @@ def _json_value(col: Column, value: str | None) -> str:
         return "null"
     if col.json_type == "number":
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return _json_string(value)
 
 
 def json_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
@@ -181,6 +247,52 @@ def short_line(r: Row) -> str:
     if r.sizelimit:
         head += f", sizelimit {r.sizelimit}"
     return head + "\n"
+
+
+def _json_object(fields: Sequence[tuple[str, object]]) -> str:
+    """A one-level JSON object, pretty-printed as ``json.dumps(..., indent=2)`` would."""
+    parts = []
+    for key, value in fields:
+        if value is None:
+            text = "null"
+        elif value is True or value is False:
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = str(value)
+        else:
+            text = _json_string(str(value))
+        parts.append(f"  {_json_string(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def setup_json(dev: LoopDevice, *, reused: bool) -> str:
+    """``loopdev -f -J IMG``: the device set up, as a JSON object."""
+    return _json_object(
+        (
+            ("device", dev.path),
+            ("diskseq", dev.diskseq),
+            ("backing-file", dev.backing_file),
+            ("read-only", dev.read_only),
+            ("ref", dev.loop_ref or None),
+            ("reused", reused),
+        )
+    )
+
+
+def mount_json(m: Mount) -> str:
+    """``loopdev mount -J IMG DIR``: the mount made, as a JSON object."""
+    return _json_object(
+        (
+            ("image", m.image),
+            ("target", m.target),
+            ("device", m.device),
+            ("diskseq", m.diskseq),
+            ("fstype", m.fstype),
+            ("read-only", m.read_only),
+            ("partition", m.partition),
+            ("reused", m.reused),
+        )
+    )
 
 
 def columns_help() -> str:

@@ -2,38 +2,36 @@
 
 The rules follow util-linux 2.38 ``losetup``: which options exclude each other, which action
 a bare ``losetup DEV`` or ``losetup DEV FILE`` means, which options only make sense when
-setting a device up. Differences, on purpose: ``--json``, ``--raw``, ``--noheadings`` and
-``--output-all`` imply ``--list``; usage errors exit 2 (losetup: 1); ``--loop-ref`` also
-filters listings and ``-D`` (util-linux 2.40 only sets it at setup); ``--remove``, ``--wait``,
-``--no-wait`` and ``--timeout`` are ours.
+setting a device up, and that ``-n`` and ``--output-all`` alone do not make a listing.
+Differences, on purpose: ``--json`` and ``--raw`` imply ``--list`` (with a device too; losetup
+lists only when they are the sole argument), and ``--json`` during setup prints the new
+device as JSON; usage errors exit 2 (losetup: 1); ``--loop-ref`` also filters listings and
+``-D`` (util-linux 2.40 only sets it at setup); ``--ref-prefix``, ``--remove``, ``--wait``,
+``--no-wait``, ``--timeout``, ``--completion`` and ``--man`` are ours.
 """
 
 from __future__ import annotations
 
-import argparse
-import enum
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import NoReturn
-
 from loopdev import abi
 from loopdev.cli import listing
-from loopdev.cli.sizes import size_option
-from loopdev.errors import InvalidArgumentError, LoopdevError
+from loopdev.cli.getopt import UsageError, seconds
+from loopdev.cli.getopt import parse as getopt_parse
+from loopdev.cli.options import LOSETUP
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from loopdev.cli.getopt import Parsed
 
 DEFAULT_TIMEOUT = 5.0
 
-
-class UsageError(LoopdevError):
-    """The command line itself is wrong (exit 2, like argparse)."""
-
-    exit_code = 2
-
-    def __init__(self, message: str, *, hint: str | None = "see `loopdev --help`") -> None:
-        super().__init__(message, hint=hint)
+__all__ = ["Action", "Plan", "UsageError", "parse"]
 
 
-class Action(enum.Enum):
+class Action:
+    """What a losetup command line asks for (the values compare with ``is``)."""
+
     CREATE = "create"  # losetup [-f] [DEV] FILE
     DELETE = "delete"  # -d DEV...
     DELETE_ALL = "delete-all"  # -D
@@ -46,34 +44,38 @@ class Action(enum.Enum):
     REMOVE = "remove"  # --remove DEV...
     HELP = "help"
     VERSION = "version"
+    COMPLETION = "completion"  # --completion SHELL
+    MAN = "man"  # --man
 
 
-@dataclass
 class Plan:
     """A parsed losetup command line."""
 
-    action: Action
-    devices: list[str] = field(default_factory=list)
-    file: str | None = None
-    offset: int = 0
-    offset_given: bool = False
-    sizelimit: int = 0
-    block_size: int | None = None
-    lo_flags: int = 0
-    direct_io: bool = False
-    show: bool = False
-    nooverlap: bool = False
-    loop_ref: str | None = None
-    verbose: bool = False
-    # listing
-    list: bool = False
-    columns: tuple[str, ...] = listing.DEFAULT_COLUMNS
-    json: bool = False
-    raw: bool = False
-    headings: bool = True
-    # detach
-    wait: bool = True
-    timeout: float = DEFAULT_TIMEOUT
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.devices: list[str] = []
+        self.file: str | None = None
+        self.offset = 0
+        self.offset_given = False
+        self.sizelimit = 0
+        self.block_size: int | None = None
+        self.lo_flags = 0
+        self.direct_io = False
+        self.show = False
+        self.nooverlap = False
+        self.loop_ref: str | None = None
+        self.ref_prefix: str | None = None
+        self.verbose = False
+        # listing
+        self.list = False
+        self.columns: tuple[str, ...] = listing.DEFAULT_COLUMNS
+        self.json = False
+        self.raw = False
+        self.headings = True
+        # detach: None waits unless the device is held (losetup's deferred detach)
+        self.wait: bool | None = None
+        self.timeout = DEFAULT_TIMEOUT
+        self.shell: str | None = None
 
     @property
     def read_only(self) -> bool:
@@ -84,65 +86,13 @@ class Plan:
         return bool(self.lo_flags & abi.LO_FLAGS_PARTSCAN)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="loopdev", add_help=False)
-    add = p.add_argument
-    add("-a", "--all", action="store_true")
-    add("-b", "--sector-size", metavar="SIZE")
-    add("-c", "--set-capacity", metavar="LOOPDEV")
-    add("-d", "--detach", metavar="LOOPDEV")
-    add("-D", "--detach-all", action="store_true")
-    add("-f", "--find", action="store_true")
-    add("-h", "--help", action="store_true")
-    add("-j", "--associated", metavar="FILE")
-    add("-J", "--json", action="store_true")
-    add("-l", "--list", action="store_true")
-    add("-L", "--nooverlap", action="store_true")
-    add("-n", "--noheadings", action="store_true")
-    add("-o", "--offset", metavar="NUM")
-    add("-O", "--output", metavar="COLS")
-    add("--output-all", action="store_true")
-    add("--sizelimit", metavar="NUM")
-    add("-P", "--partscan", action="store_true")
-    add("-r", "--read-only", action="store_true")
-    add("--direct-io", choices=("on", "off"))
-    add("--raw", action="store_true")
-    add("--show", action="store_true")
-    add("-v", "--verbose", action="store_true")
-    add("-V", "--version", action="store_true")
-    add("--loop-ref", metavar="REF")
-    add("--remove", metavar="LOOPDEV")
-    add("--wait", dest="wait", action="store_true", default=True)
-    add("--no-wait", dest="wait", action="store_false")
-    add("--timeout", metavar="SECONDS")
-    add("args", nargs="*")
-    return p
-
-
-def _normalize(argv: Sequence[str]) -> list[str]:
-    """getopt's optional argument: ``--direct-io`` alone means ``--direct-io=on`` and never
-    takes the next word (argparse would)."""
-    out: list[str] = []
-    for i, a in enumerate(argv):
-        if a == "--":
-            return out + list(argv[i:])
-        if len(a) >= 5 and "=" not in a and "--direct-io".startswith(a):
-            a = "--direct-io=on"
-        out.append(a)
-    return out
-
-
 # Options that exclude each other (losetup's excl[] table; --remove joins the first row).
 _EXCLUSIVE = (
     ("detach_all", "all", "set_capacity", "detach", "find", "associated", "remove"),
     ("detach_all", "set_capacity", "detach", "find", "list"),
     ("detach_all", "set_capacity", "detach", "find", "output"),
     ("json", "raw"),
+    ("loop_ref", "ref_prefix"),
 )
 
 
@@ -150,70 +100,85 @@ def _flag_name(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def _given(ns: argparse.Namespace, dest: str) -> bool:
-    v = getattr(ns, dest)
-    return v not in (None, False)
+def _size(ns: Parsed, dest: str, option: str) -> int | None:
+    text = ns.text(dest)
+    if text is None:
+        return None
+    from loopdev.sizes import size_option
+
+    return size_option(text, option)
 
 
 def parse(argv: Sequence[str]) -> Plan:
     """The plan for a losetup-style command line (``argv`` without the program name)."""
-    ns = build_parser().parse_intermixed_args(_normalize(argv))
-    if ns.help:
+    ns = getopt_parse(LOSETUP, argv)
+    if ns.flag("help"):
         return Plan(Action.HELP)
-    if ns.version:
+    if ns.flag("version"):
         return Plan(Action.VERSION)
+    if ns.flag("man"):
+        return Plan(Action.MAN)
+    if "completion" in ns:
+        plan = Plan(Action.COMPLETION)
+        plan.shell = ns.text("completion")
+        return plan
     for row in _EXCLUSIVE:
-        given = [d for d in row if _given(ns, d)]
+        given = [d for d in row if d in ns]
         if len(given) > 1:
             raise UsageError(
                 "mutually exclusive arguments: " + " ".join(_flag_name(d) for d in given)
             )
     pos: list[str] = list(ns.args)
-    plan = Plan(Action.HELP, verbose=ns.verbose, loop_ref=ns.loop_ref, nooverlap=ns.nooverlap)
-    plan.wait = ns.wait
-    if ns.timeout is not None:
-        try:
-            plan.timeout = float(ns.timeout)
-        except ValueError:
-            raise InvalidArgumentError(f"--timeout {ns.timeout!r}: not a number") from None
-        if not plan.timeout >= 0:
-            raise InvalidArgumentError(f"--timeout {ns.timeout}: must not be negative")
-    if ns.offset is not None:
-        plan.offset, plan.offset_given = size_option(ns.offset, "--offset"), True
-    if ns.sizelimit is not None:
-        plan.sizelimit = size_option(ns.sizelimit, "--sizelimit")
-    if ns.sector_size is not None:
-        plan.block_size = size_option(ns.sector_size, "--sector-size")
-    plan.lo_flags = (abi.LO_FLAGS_READ_ONLY if ns.read_only else 0) | (
-        abi.LO_FLAGS_PARTSCAN if ns.partscan else 0
+    plan = Plan(Action.HELP)
+    plan.verbose = ns.flag("verbose")
+    plan.loop_ref = ns.text("loop_ref")
+    plan.ref_prefix = ns.text("ref_prefix")
+    plan.nooverlap = ns.flag("nooverlap")
+    if "wait" in ns:
+        plan.wait = ns.get("wait") is True
+    plan.timeout = seconds(ns.text("timeout"), DEFAULT_TIMEOUT)
+    offset = _size(ns, "offset", "--offset")
+    if offset is not None:
+        plan.offset, plan.offset_given = offset, True
+    plan.sizelimit = _size(ns, "sizelimit", "--sizelimit") or 0
+    plan.block_size = _size(ns, "sector_size", "--sector-size")
+    plan.lo_flags = (abi.LO_FLAGS_READ_ONLY if ns.flag("read_only") else 0) | (
+        abi.LO_FLAGS_PARTSCAN if ns.flag("partscan") else 0
     )
-    plan.direct_io = ns.direct_io == "on"
+    direct_io = ns.text("direct_io")
+    plan.direct_io = direct_io == "on"
     if plan.direct_io:
         plan.lo_flags |= abi.LO_FLAGS_DIRECT_IO
-    plan.show = ns.show
-    plan.json, plan.raw, plan.headings = ns.json, ns.raw, not ns.noheadings
+    plan.show = ns.flag("show")
+    plan.json, plan.raw, plan.headings = ns.flag("json"), ns.flag("raw"), not ns.flag("noheadings")
 
-    act: Action | None = None
-    if ns.all:
+    act: str | None = None
+    if ns.flag("all"):
         act = Action.SHOW
-    if ns.associated is not None:
-        act, plan.file = Action.SHOW, ns.associated
-    if ns.set_capacity is not None:
-        act, plan.devices = Action.SET_CAPACITY, [ns.set_capacity]
-    if ns.detach is not None:
-        act, plan.devices = Action.DELETE, [ns.detach]
-    if ns.remove is not None:
-        act, plan.devices = Action.REMOVE, [ns.remove]
-    if ns.detach_all:
+    associated = ns.text("associated")
+    if associated is not None:
+        act, plan.file = Action.SHOW, associated
+    for dest, action in (
+        ("set_capacity", Action.SET_CAPACITY),
+        ("detach", Action.DELETE),
+        ("remove", Action.REMOVE),
+    ):
+        value = ns.text(dest)
+        if value is not None:
+            act, plan.devices = action, [value]
+    if ns.flag("detach_all"):
         act = Action.DELETE_ALL
-    if ns.find:
+    if ns.flag("find"):
         act = Action.FIND_FREE
 
-    plan.list = bool(ns.list or ns.output or ns.output_all or ns.json or ns.raw or ns.noheadings)
-    if ns.output_all:
+    # losetup: -l, -O (and, ours, -J and --raw) make a listing; -n and --output-all alone
+    # only change one
+    plan.list = ns.flag("list") or "output" in ns or plan.json or plan.raw
+    if ns.flag("output_all"):
         plan.columns = listing.ALL_COLUMNS
-    if ns.output:
-        plan.columns = listing.parse_columns(ns.output, plan.columns)
+    output = ns.text("output")
+    if output is not None:
+        plan.columns = listing.parse_columns(output, plan.columns)
     if not argv:
         act, plan.list = Action.SHOW, True
 
@@ -222,13 +187,15 @@ def parse(argv: Sequence[str]) -> Plan:
         pos = []
     if act is Action.FIND_FREE and pos:
         act, plan.file = Action.CREATE, pos.pop(0)
+        if plan.json:  # -J during setup: describe the new device (not a listing)
+            plan.list = False
     if act is None and plan.list and not pos:
         act = Action.SHOW
     if act is None and len(pos) == 1:
-        if ns.direct_io is not None:
+        if direct_io is not None:
             act = Action.SET_DIRECT_IO
             plan.lo_flags &= ~abi.LO_FLAGS_DIRECT_IO
-        elif ns.sector_size is not None:
+        elif plan.block_size is not None:
             act = Action.SET_BLOCKSIZE
         else:
             act = Action.SHOW_ONE
@@ -236,11 +203,12 @@ def parse(argv: Sequence[str]) -> Plan:
     if act is None:
         act = Action.CREATE
         if not pos:
-            raise UsageError("no loop device specified")
+            raise UsageError("no loop device specified", hint=_create_hint(ns, argv))
         plan.devices = [pos.pop(0)]
         if not pos:
             raise UsageError("no file specified")
         plan.file = pos.pop(0)
+        plan.list = False
     if pos:
         raise UsageError(f"unexpected arguments: {' '.join(pos)}")
     plan.action = act
@@ -248,12 +216,19 @@ def parse(argv: Sequence[str]) -> Plan:
     if act is not Action.CREATE and (plan.sizelimit or plan.lo_flags or plan.show):
         raise UsageError(
             "the options --sizelimit, --partscan, --read-only, --direct-io and --show "
-            "are allowed during loop device setup only"
+            "are allowed during loop device setup only",
+            hint=_create_hint(ns, argv),
         )
-    if plan.offset_given and act is not Action.CREATE and not (
-        act is Action.SHOW and plan.file
-    ):
+    if plan.offset_given and act is not Action.CREATE and not (act is Action.SHOW and plan.file):
         raise UsageError("the option --offset is not allowed in this context")
-    if ns.sector_size is not None and act not in (Action.CREATE, Action.SET_BLOCKSIZE):
+    if plan.block_size is not None and act not in (Action.CREATE, Action.SET_BLOCKSIZE):
         raise UsageError("the option --sector-size is allowed during loop device setup only")
     return plan
+
+
+def _create_hint(ns: Parsed, argv: Sequence[str]) -> str:
+    """For a setup that forgot -f (``loopdev --show IMG``, ``loopdev IMG``): suggest it."""
+    if not ns.flag("find") and ns.args and not ns.args[0].startswith("/dev/"):
+        rest = " ".join(argv)
+        return f"to attach {ns.args[0]} to a free device, add -f: loopdev -f {rest}"
+    return "see `loopdev --help`"

@@ -1,147 +1,120 @@
-"""``loopdev mount IMAGE DIR`` and ``loopdev umount DIR``."""
+"""``loopdev mount IMAGE DIR`` and ``loopdev umount TARGET``."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from loopdev.cli import default_ref
+from loopdev.cli.getopt import UsageError, parse, seconds
+from loopdev.cli.notices import Notices
+from loopdev.cli.options import MOUNT, UMOUNT
+from loopdev.errors import InvalidArgumentError, NotPermittedError
 
-from loopdev._port import resolve
-from loopdev.cli.lsargs import UsageError
-from loopdev.cli.sizes import size_option
-from loopdev.errors import NotPermittedError
-from loopdev.kernel import Kernel
-from loopdev.mount import DEFAULT_UMOUNT_TIMEOUT, mount_image, umount
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import TextIO
+
+    from loopdev.cli.getopt import Parsed
+    from loopdev.cli.options import Command
 
 CAP_SYS_ADMIN = 21
 
-MOUNT_EPILOG = """\
-Examples:
-  loopdev mount disk.img /mnt              detect the filesystem, mount read-write
-  loopdev mount root.squashfs /mnt -r      read-only
-  loopdev mount disk.img /mnt -t ext4 -o noatime,offset=1MiB
-A device already attached to the same image (same offset, size limit and read-only mode) is
-reused safely; a new one is attached with autoclear, so umount detaches it.
-"""
 
-UMOUNT_EPILOG = """\
-umount returns only once the loop device of the mount is really detached, so
-`loopdev umount inner; loopdev umount outer` works. When the mount is busy the processes
-using it are named; kernel-only references (io_uring after kill -9) are waited out up to
---timeout seconds.
-"""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message, hint=f"see `{self.prog} --help`")
-
-
-def _mount_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="loopdev mount",
-        description="Mount a filesystem image on a directory through a loop device.",
-        epilog=MOUNT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("image", help="the filesystem image")
-    p.add_argument("target", metavar="dir", help="the (empty, unmounted) directory to mount on")
-    p.add_argument("-t", "--types", metavar="TYPE", help="filesystem type (default: detect)")
-    p.add_argument(
-        "-o",
-        "--options",
-        metavar="OPTS",
-        default="",
-        help="mount options, comma separated (ro, noatime, ..., offset=N, sizelimit=N)",
-    )
-    p.add_argument("-r", "--read-only", action="store_true", help="mount read-only")
-    p.add_argument(
-        "--no-reuse", action="store_true", help="always attach a new loop device"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="say what was mounted")
-    return p
-
-
-def _umount_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="loopdev umount",
-        description="Unmount a directory and wait until its loop device is gone.",
-        epilog=UMOUNT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("target", metavar="dir", help="the mount point")
-    p.add_argument(
-        "--timeout",
-        metavar="S",
-        type=float,
-        default=DEFAULT_UMOUNT_TIMEOUT,
-        help=f"wait at most S seconds for a busy mount or device (default {DEFAULT_UMOUNT_TIMEOUT:g})",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="say what was unmounted")
-    return p
-
-
-def require_sys_admin(k: Kernel, what: str) -> None:
+def require_sys_admin(what: str) -> None:
     """NotPermittedError unless we hold CAP_SYS_ADMIN (mount(2) and umount(2) need it)."""
+    import os
+
     try:
-        status = k.readfile("/proc/self/status").decode()
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            status = f.read()
     except OSError:
         return  # cannot tell: let the system call decide
     for line in status.splitlines():
         if line.startswith("CapEff:"):
             if not int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1:
                 raise NotPermittedError(
-                    f"{what} needs root (CAP_SYS_ADMIN); you are uid {k.geteuid()}",
+                    f"{what} needs root (CAP_SYS_ADMIN); you are uid {os.geteuid()}",
                     hint="run it with sudo",
                 )
             return
 
 
-def _split_loop_options(options: str) -> tuple[str, int, int]:
-    """mount(8)'s loop options offset=N and sizelimit=N, taken out of ``options``."""
-    rest: list[str] = []
-    offset = sizelimit = 0
-    for opt in filter(None, options.split(",")):
-        key, eq, value = opt.partition("=")
-        if eq and key == "offset":
-            offset = size_option(value, "offset=")
-        elif eq and key == "sizelimit":
-            sizelimit = size_option(value, "sizelimit=")
-        elif opt != "loop":
-            rest.append(opt)
-    return ",".join(rest), offset, sizelimit
+def positionals(ns: Parsed, command: Command) -> list[str]:
+    """Exactly as many positional arguments as ``command`` takes, or a UsageError."""
+    want = [p.name for p in command.positionals]
+    if len(ns.args) < len(want):
+        missing = " ".join(want[len(ns.args) :])
+        raise UsageError(f"missing {missing}", hint=f"see `{command.name} --help`")
+    if len(ns.args) > len(want):
+        extra = " ".join(ns.args[len(want) :])
+        raise UsageError(f"unexpected arguments: {extra}", hint=f"see `{command.name} --help`")
+    return list(ns.args)
 
 
-def run_mount(argv: Sequence[str], out: TextIO) -> int:
-    ns = _mount_parser().parse_args(argv)
-    k = resolve(None)
-    require_sys_admin(k, "mounting")
-    options, offset, sizelimit = _split_loop_options(ns.options)
-    m = mount_image(
-        ns.image,
-        ns.target,
-        fstype=ns.types,
-        read_only=ns.read_only,
-        options=options,
-        reuse=not ns.no_reuse,
-        offset=offset,
-        sizelimit=sizelimit,
-        kernel=k,
-    )
-    if ns.verbose:
-        how = "reused" if m.reused else "attached"
+def partition(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidArgumentError(
+            f"--partition {text!r}: not a partition number", hint="partitions count from 1"
+        )
+    return int(text)
+
+
+def main(word: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    command = MOUNT if word == "mount" else UMOUNT
+    ns = parse(command, argv)
+    if ns.flag("help"):
+        from loopdev.cli.helptext import command_help
+
+        out.write(command_help(command))
+        return 0
+    if word == "mount":
+        return run_mount(ns, out, err)
+    return run_umount(ns, out)
+
+
+def run_mount(ns: Parsed, out: TextIO, err: TextIO) -> int:
+    from loopdev.mount import mount_image
+
+    image, target = positionals(ns, MOUNT)
+    part = partition(ns.text("partition"))
+    require_sys_admin("mounting")
+    ref = ns.text("loop_ref")
+    with Notices(err, "loopdev mount"):
+        m = mount_image(
+            image,
+            target,
+            fstype=ns.text("types"),
+            read_only=ns.flag("read_only"),
+            options=ns.text("options") or "",
+            reuse=not ns.flag("no_reuse"),
+            partition=part,
+            loop_ref=ref if ref is not None else default_ref("mount"),
+        )
+    if ns.flag("json"):
+        from loopdev.cli.listing import mount_json
+
+        out.write(mount_json(m))
+    elif ns.flag("verbose"):
+        how = "reused" if m.reused else "new"
         mode = "ro" if m.read_only else "rw"
         out.write(f"{m.image} mounted on {m.target} ({m.fstype}, {mode}) via {m.device} ({how})\n")
     return 0
 
 
-def run_umount(argv: Sequence[str], out: TextIO) -> int:
-    ns = _umount_parser().parse_args(argv)
-    if not ns.timeout >= 0:
-        raise UsageError("--timeout must not be negative")
-    k = resolve(None)
-    require_sys_admin(k, "unmounting")
-    umount(ns.target, timeout=ns.timeout, kernel=k)
-    if ns.verbose:
-        out.write(f"{ns.target} unmounted\n")
+def run_umount(ns: Parsed, out: TextIO) -> int:
+    from loopdev.mount import DEFAULT_UMOUNT_TIMEOUT, umount
+
+    (target,) = positionals(ns, UMOUNT)
+    timeout = seconds(ns.text("timeout"), DEFAULT_UMOUNT_TIMEOUT)
+    require_sys_admin("unmounting")
+    umount(
+        target,
+        timeout=timeout,
+        lazy=ns.flag("lazy"),
+        recursive=ns.flag("recursive"),
+        rmdir=ns.flag("rmdir"),
+    )
+    if ns.flag("verbose"):
+        out.write(f"{target} unmounted\n")
     return 0

@@ -1,4 +1,5 @@
-"""Sizes on the command line, the way losetup reads them (util-linux ``parse_size``).
+"""Sizes as losetup and mount(8) read them (util-linux ``parse_size``): command-line values
+and the ``offset=``/``sizelimit=`` mount options.
 
 ``512``, ``0x200``, ``1K``/``1k``/``1KiB`` (1024), ``1KB`` (1000), ``1.5M``, up to ``Y``.
 Like ``strtoumax(..., 0)`` a leading ``0x`` means hexadecimal and a leading ``0`` octal.
@@ -49,7 +50,8 @@ def _c_int(raw: str) -> int:
 
 
 def size_option(text: str, option: str) -> int:
-    """:func:`parse_size` for option ``option``; a wrong value is an InvalidArgumentError."""
+    """:func:`parse_size` for option ``option`` (named in the error, e.g. ``--offset`` or
+    ``offset=``); a wrong value is an InvalidArgumentError."""
     try:
         return parse_size(text)
     except ValueError:
