@@ -20,6 +20,34 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# Real kernels in virtual machines (loopdev vm, docs/vm.md): QEMU, Debian 12's 6.1 kernel
+# headers and loop.c source, busybox-static for the initramfs, the module toolchain. The
+# headers are the newest linux-headers-6.1.*-amd64 apt offers (never a hard-coded ABI number);
+# the matching linux-image-*-unsigned is only downloaded into the cache (never installed), by
+# the fetch step below. LOOPDEV_NO_VM=1 skips all of this.
+if [ "${LOOPDEV_NO_VM:-0}" != 1 ]; then
+  VM_DEBS=(qemu-system-x86 linux-source-6.1 busybox-static make kmod patch)
+  have_headers=$(ls -d /usr/src/linux-headers-6.1.*-amd64 2>/dev/null | head -1 || true)
+  if [ -z "$have_headers" ]; then
+    headers=$(apt-cache search --names-only '^linux-headers-6\.1\.[0-9.]*-[0-9]+-amd64$' 2>/dev/null \
+      | awk '{print $1}' | sort -V | tail -1)
+    if [ -n "$headers" ]; then VM_DEBS+=("$headers"); else VM_DEBS+=(linux-headers-amd64); fi
+  fi
+  vm_missing=()
+  for p in "${VM_DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || vm_missing+=("$p")
+  done
+  if [ "${#vm_missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+      echo "setup: installing Debian packages for the VM guests: ${vm_missing[*]}"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${vm_missing[@]}" >/dev/null
+    else
+      echo "setup: not root; cannot install ${vm_missing[*]} (VM tests will be skipped)" >&2
+    fi
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
@@ -27,4 +55,12 @@ stamp=.venv/.loopdev-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
   touch "$stamp"
+fi
+
+# The guest kernel (downloaded into the cache) and the variant modules (built into the cache):
+# both are kept, so this costs time only once per machine.
+if [ "${LOOPDEV_NO_VM:-0}" != 1 ] && [ "$(id -u)" -eq 0 ] && .venv/bin/loopdev vm check >/dev/null 2>&1; then
+  .venv/bin/python -c 'from loopdev.vm import debian; debian.fetch_image(debian.guest_kernel())' \
+    || echo "setup: could not fetch the guest kernel (loopdev vm check says why)" >&2
+  .venv/bin/loopdev vm build >/dev/null || echo "setup: loopdev vm build failed" >&2
 fi
