@@ -19,7 +19,7 @@ import re
 from loopdev.lab import plots
 from loopdev.lab.backends import USERSPACES
 from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Example
-from loopdev.lab.report import cell_text, replay_ref
+from loopdev.lab.report import cell_text, replay_ref, row_label
 from loopdev.lab.runner import LabResult
 from loopdev.lab.trace import chrome_trace_json, sequence_svg
 
@@ -82,7 +82,7 @@ def _matrix(result: LabResult) -> str:
                 + "</td>"
             )
         rows.append(
-            f'<tr><td class="l"><b>{_e(s)}</b></td><td class="l">{_e(USERSPACES.get(u, u))}</td>'
+            f'<tr><td class="l"><b>{_e(s)}</b></td><td class="l">{_e(row_label(s, u))}</td>'
             + "".join(tds)
             + "</tr>"
         )
@@ -138,7 +138,7 @@ def _plots(result: LabResult) -> str:
             continue
         parts.append(
             plots.bar_chart(
-                f"failure rate per variant: {s} / {USERSPACES.get(u, u)}",
+                f"failure rate per variant: {s} / {row_label(s, u)}",
                 result.columns,
                 vals,
                 notes=notes,

@@ -29,11 +29,30 @@ def cell_text(cell: CellResult | None) -> str:
     return (f"{rate * 100:.0f}%" if rate >= 0.01 else f"{rate * 100:.1f}%") + star
 
 
+def row_label(scenario: str, userspace: str) -> str:
+    """A matrix row's userspace column: the userspace's name, or what the scenario says it
+    does there (detach-open: who detaches and who opens)."""
+    shown = USERSPACES.get(userspace, userspace)
+    label = getattr(_scenarios().get(scenario), "row_label", None)
+    return str(label(shown)) if callable(label) else shown
+
+
+def _scenarios() -> dict[str, object]:
+    if not _SCENARIOS:
+        from loopdev.lab.scenarios import all_scenarios
+
+        _SCENARIOS.update((s.name, s) for s in all_scenarios())
+    return _SCENARIOS
+
+
+_SCENARIOS: dict[str, object] = {}
+
+
 def matrix_table(result: LabResult) -> str:
     """The matrix: rows scenario x userspace, columns model variants and this kernel."""
     heads = [SHORT.get(c, c) for c in result.columns]
     widths = [max(6, len(h)) for h in heads]
-    label_w = max(len(f"{s}  {USERSPACES.get(u, u)}") for s, u in result.rows) + 2
+    label_w = max(len(f"{s}  {row_label(s, u)}") for s, u in result.rows) + 2
     lines = [
         "failure rate per cell (runs that failed / runs that produced a verdict)",
         " " * label_w + " ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True)),
@@ -42,7 +61,7 @@ def matrix_table(result: LabResult) -> str:
     for s, u in result.rows:
         name = s if s != prev else ""
         prev = s
-        label = f"{name:<{max(len(x[0]) for x in result.rows)}}  {USERSPACES.get(u, u)}"
+        label = f"{name:<{max(len(x[0]) for x in result.rows)}}  {row_label(s, u)}"
         cells = [cell_text(result.cell(s, u, c)) for c in result.columns]
         lines.append(
             f"{label:<{label_w}}" + " ".join(t.rjust(w) for t, w in zip(cells, widths, strict=True))

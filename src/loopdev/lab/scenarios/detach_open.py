@@ -1,12 +1,18 @@
-"""detach-open: blktests loop/010's shape — LOOP_CLR_FD racing with opens and probes.
+"""detach-open: blktests loop/010's shape — a detach racing with opens and probes.
 
-A prober opens the device and reads its first block, again and again (what blkid in a loop /
-a partition scan does: the reproducer of 18048c1af783 "loop: Fix a race between loop detach
-and loop open"); a verifier opens it, checks it with LOOP_GET_STATUS64 and then reads.
-Meanwhile the userspace detaches it. Before 6.11 a LOOP_CLR_FD by the only opener tears the
-device down inside the ioctl, and an open that lands during that teardown succeeds and then
-reads EIO; 6.11 refuses opens during the rundown and tears down only at the last close. A user must never get a device that opened (or verified) fine and then fails
-its reads with EIO, and the device must really be gone after the detach.
+Who does what: the row's userspace detaches the device (util-linux: ``losetup -d``, i.e.
+LOOP_CLR_FD; loopdev: the library's detach); two raw openers run meanwhile: a prober that
+opens the device and reads its first block, again and again (blkid in a loop, a partition
+scan: the reproducer of 18048c1af783 "loop: Fix a race between loop detach and loop open"),
+and a verifier that opens it, checks it with LOOP_GET_STATUS64 and then reads.
+
+Before 6.11 a LOOP_CLR_FD by the only opener tears the device down inside the ioctl, and an
+open that lands during that teardown succeeds and then reads EIO; 6.11 refuses opens during
+the rundown and tears down only at the last close. The library detaches with AUTOCLEAR and
+close before 6.11 (RESEARCH T28), so the teardown runs in ->release under open_mutex, where
+the open waits; that cannot help where the teardown runs outside open_mutex anyway (5.17-rc1's
+worker, task_work). A user must never get a device that opened (or verified) fine and then
+fails its reads with EIO, and the device must really be gone after the detach.
 """
 
 from __future__ import annotations
@@ -78,8 +84,12 @@ class DetachOpen:
     udev: bool = False
     model_only: bool = False
     name: str = "detach-open"
-    title: str = "LOOP_CLR_FD racing with opens and probes"
+    title: str = "a detach racing with opens and probes"
     source: str = "blktests tests/loop/010"
+
+    def row_label(self, userspace: str) -> str:
+        """The matrix row says who detaches and who opens."""
+        return f"{userspace} detaches; prober+verifier open"
 
     def prepare(self, env: Env) -> None:
         env.make_image("ext2", env.path("detach.img"), size_mib=8)
