@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rk import ImageMaker, Tracker, build_image
+from rk import ImageMaker, Run, Tracker, build_image
 
 LOCK_PATH = "/run/loopdev-realkernel.lock"
 
@@ -100,6 +100,21 @@ def make_image(tmp_path: Path, tracker: Tracker) -> ImageMaker:
         return path
 
     return make
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """``run(*argv) -> (exit code, stdout, stderr)`` of the ``loopdev`` command, in this
+    process."""
+    from loopdev.cli.main import main
+
+    def go(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return go
 
 
 @pytest.fixture

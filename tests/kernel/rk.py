@@ -263,6 +263,8 @@ def build_image(
 
 
 ImageMaker = Callable[..., Path]
+#: the ``run`` fixture: ``run(*argv) -> (exit code, stdout, stderr)`` of the CLI
+Run = Callable[..., tuple[int, str, str]]
 
 
 # --- partitioned images ---------------------------------------------------------------------

@@ -14,27 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rk import ImageMaker, Tracker, bound_loops
+from rk import ImageMaker, Run, Tracker, bound_loops
 
 from loopdev import abi
-from loopdev.cli.main import main
 
 LOOPDEV_BIN = str(Path(sys.executable).with_name("loopdev"))
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """``run(*argv) -> (exit code, stdout, stderr)`` of the CLI, in this process."""
-
-    def go(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return go
 
 
 def losetup(*argv: str) -> str:
@@ -414,3 +398,46 @@ def test_read_only_flag_in_kernel(run: Run, make_image: ImageMaker, tracker: Tra
     dev = attach(run, "-f", "-r", str(img))
     assert _flags(dev) & abi.LO_FLAGS_READ_ONLY
     assert run("-d", dev)[0] == 0
+
+
+NAMES = ["back\\xslash", "back\\slash", "sp ace", "tab\tx", "new\nline", "\u00fc", "bad\udcff"]
+
+
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_listings_escape_file_names_like_losetup(
+    make_image: ImageMaker, tmp_path: Path, tracker: Tracker, locale: str
+) -> None:
+    """Backslashes, blanks, control characters, non-ASCII and undecodable bytes in file names
+    are shown (or escaped) exactly as losetup shows them, in the C and in a UTF-8 locale."""
+    devs = []
+    for name in NAMES:
+        img = make_image("raw", size_mib=1)
+        path = tmp_path / f"{name}.img"
+        os.rename(img, path)
+        tracker.add_image(path)
+        devs.append(
+            subprocess.run(
+                ["losetup", "-f", "--show", os.fsencode(path)],
+                capture_output=True,
+                check=True,
+            ).stdout.strip()
+        )
+    env = {**os.environ, "LC_ALL": locale}
+    try:
+        for argv in (["-l"], ["--raw"], ["-J"], ["-a"], ["-l", "-O", "NAME,BACK-FILE"]):
+            ours = subprocess.run([LOOPDEV_BIN, *argv], capture_output=True, env=env)
+            theirs = subprocess.run(["losetup", *argv], capture_output=True, env=env)
+            mine = [
+                ln
+                for ln in ours.stdout.split(b"\n")
+                if b"/dev/loop" not in ln or any(d in ln for d in devs)
+            ]
+            ref = [
+                ln
+                for ln in theirs.stdout.split(b"\n")
+                if b"/dev/loop" not in ln or any(d in ln for d in devs)
+            ]
+            assert mine == ref, (argv, locale)
+    finally:
+        for d in devs:
+            subprocess.run(["losetup", "-d", d], check=True)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rk import ImageMaker, Tracker, bound_loops, mounts
+from rk import ImageMaker, Run, Tracker, bound_loops, mounts
 
 # Imported before forking children that drop root: the interpreter and its standard
 # library live below /root, which user nobody cannot read, and the CLI imports lazily.
@@ -33,19 +33,6 @@ from loopdev.cli.main import main
 
 LOOPDEV_BIN = str(Path(sys.executable).with_name("loopdev"))
 NOBODY = 65534
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    def go(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return go
 
 
 def nothing_bound_to(img: Path) -> bool:

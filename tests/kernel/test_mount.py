@@ -167,3 +167,30 @@ def test_umount_after_kill_9_of_io_uring_fio(
             fio.wait()
         loopdev.umount(str(mnt))  # must wait out the io_uring references, not fail
         assert tracker.leaks() == []
+
+
+def test_mount_is_a_context_manager_and_umounts_itself(
+    make_image: ImageMaker, mount_dir: Callable[[str], Path], tracker: Tracker
+) -> None:
+    img = make_image("ext4", files={"f": b"f"})
+    mnt = mount_dir("m")
+    with loopdev.mount_image(img, mnt) as m:  # pathlib paths, as everywhere in the API
+        assert (m.image, m.target) == (str(img), str(mnt))
+        assert (mnt / "f").read_bytes() == b"f"
+    assert tracker.leaks() == []  # unmounted, and its device detached, when the block ended
+    m = loopdev.mount_image(img, mnt, read_only=True)
+    m.umount()
+    assert tracker.leaks() == []
+
+
+def test_open_an_existing_device(make_image: ImageMaker, tracker: Tracker) -> None:
+    img = make_image("raw", size_mib=2)
+    dev = loopdev.attach(img, loop_ref="open-me")
+    dev.relinquish()
+    handle = loopdev.LoopDevice.open(dev.path)
+    assert (handle.number, handle.loop_ref, handle.diskseq) == (dev.number, "open-me", dev.diskseq)
+    assert handle.info().backing_file == str(img)
+    assert handle.detach() is True
+    with pytest.raises(loopdev.NotAttachedError, match=f"{dev.path} is not attached"):
+        loopdev.LoopDevice.open(dev.path)
+    assert tracker.leaks() == []

@@ -28,7 +28,7 @@ def options_block(command: Command) -> str:
 def examples_block(command: Command) -> str:
     if not command.examples:
         return ""
-    width = max(len(cmd) for cmd, what in command.examples if what) + 2
+    width = max((len(cmd) for cmd, what in command.examples if what), default=0) + 2
     lines = []
     for cmd, what in command.examples:
         lines.append(f" {cmd:<{width}}{what}".rstrip() if what else f" {cmd}")

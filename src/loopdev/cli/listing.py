@@ -157,17 +157,47 @@ def parse_columns(spec: str, current: Sequence[str] = DEFAULT_COLUMNS) -> tuple[
     return tuple(out)
 
 
-def _escape(text: str, raw: bool) -> str:
-    """libsmartcols' safe encoding: control characters (and in raw mode spaces and
-    backslashes) as ``\\xNN``."""
+def _hex(text: str) -> str:
+    """Each byte of ``text`` (UTF-8; undecodable bytes as they were) as ``\\xNN``."""
+    return "".join(f"\\x{b:02x}" for b in text.encode("utf-8", "surrogateescape"))
+
+
+def _escape_raw(text: str) -> str:
+    """``--raw`` cells as libsmartcols writes them (fputs_nonblank): blanks, backslashes and
+    every byte that is not printable ASCII as ``\\xNN``."""
     out = []
     for ch in text:
         o = ord(ch)
-        if o < 0x20 or o == 0x7F or (raw and ch in " \\"):
-            out.append(f"\\x{o:02x}")
-        else:
-            out.append(ch)
+        out.append(ch if 0x20 < o < 0x7F and ch != "\\" else _hex(ch))
     return "".join(out)
+
+
+def _escape(text: str, utf8: bool) -> str:
+    """Table cells as libsmartcols writes them (mbs_safe_encode): control characters, a
+    backslash before an ``x``, and characters the locale cannot print (in a UTF-8 locale the
+    unprintable ones, in the C locale everything beyond ASCII) as ``\\xNN``."""
+    out = []
+    for i, ch in enumerate(text):
+        o = ord(ch)
+        if o < 0x20 or o == 0x7F or (ch == "\\" and text[i + 1 : i + 2] == "x"):
+            out.append(f"\\x{o:02x}")
+        elif o < 0x80 or (utf8 and not 0xD800 <= o < 0xE000 and ch.isprintable()):
+            out.append(ch)
+        else:
+            out.append(_hex(ch))
+    return "".join(out)
+
+
+def utf8_locale() -> bool:
+    """Whether the user's locale (LC_ALL, else LC_CTYPE, else LANG) is a UTF-8 one, as the
+    C library sees it: libsmartcols prints non-ASCII names only then."""
+    import os
+
+    for var in ("LC_ALL", "LC_CTYPE", "LANG"):
+        value = os.environ.get(var)
+        if value:
+            return value.lower().replace("-", "").endswith("utf8") or ".utf8@" in value.lower()
+    return False
 
 
 def table(
@@ -177,7 +207,11 @@ def table(
     if not rows:
         return ""
     cols = [_BY_NAME[c] for c in columns]
-    cells = [[_escape(c.value(r) or "", raw) for c in cols] for r in rows]
+    utf8 = utf8_locale()
+    cells = [
+        [_escape_raw(v) if raw else _escape(v, utf8) for v in (c.value(r) or "" for c in cols)]
+        for r in rows
+    ]
     lines: list[list[str]] = ([[c.name for c in cols]] if headings else []) + cells
     if raw:
         return "".join(" ".join(line) + "\n" for line in lines)
@@ -196,7 +230,8 @@ def table(
 
 
 def _json_string(text: str) -> str:
-    """A JSON string literal (json.dumps(text, ensure_ascii=False), without importing json)."""
+    """A JSON string literal (json.dumps(text, ensure_ascii=False), without importing json).
+    Undecodable bytes of a file name stay the bytes they are, as libsmartcols writes them."""
     out = ['"']
     for ch in text:
         o = ord(ch)
@@ -208,8 +243,6 @@ def _json_string(text: str) -> str:
                     ch, f"\\u{o:04x}"
                 )
             )
-        elif 0xD800 <= o < 0xE000:  # lone surrogates (undecodable bytes in a file name)
-            out.append(f"\\u{o:04x}")
         else:
             out.append(ch)
     out.append('"')

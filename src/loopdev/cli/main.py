@@ -99,6 +99,11 @@ def _prefix(argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``loopdev`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        # file names that are not valid UTF-8 are printed as the bytes they are
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="surrogateescape")
     out, err = sys.stdout, sys.stderr
     try:
         return dispatch(args, out, err)

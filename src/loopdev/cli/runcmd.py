@@ -38,11 +38,15 @@ def main(word: str, argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         raise UsageError("missing <image>", hint="see `loopdev run --help`")
     if not ns.rest:
         raise UsageError(
-            "missing <command>", hint="give the command after --: loopdev run IMAGE -- COMMAND"
+            "missing <command>",
+            hint="give the command after --: loopdev run IMAGE -- COMMAND "
+            "(see `loopdev run --help`)",
         )
     mount_dir = ns.text("mount")
     if mount_dir is None and any(d in ns for d in ("types", "options", "partition")):
-        raise UsageError("-t, -o and --partition need --mount <dir>")
+        raise UsageError(
+            "-t, -o and --partition need --mount <dir>", hint="see `loopdev run --help`"
+        )
     require_sys_admin("attaching an image")
     return Run(ns, err).go()
 
