@@ -477,6 +477,7 @@ def umount(
     text = fspath(target)
     point, dev = _mount_point_of(k, text)
     if recursive:
+        point = k.realpath(point)  # the mount table has canonical paths
         below = [m for m in mounts(k) if m.target != point and _under(m.target, point)]
         for m in reversed(below):  # the last mounted first: children before parents
             _umount_one(k, m.target, m.dev, timeout, lazy)
@@ -510,7 +511,7 @@ def _mount_point_of(k: Kernel, text: str) -> tuple[str, int]:
         if st.mount_root is False:
             raise _not_mounted(text, f"{text} is not a mount point")
         # st_dev of the mount's root is the MAJ:MIN the mount table shows
-        return k.realpath(text), st.dev
+        return text, st.dev
     if st.is_blk:
         found = mounts_of_device(k, st.rdev)
         if not found:
@@ -561,7 +562,7 @@ def _umount_one(k: Kernel, target: str, dev: int, timeout: float, lazy: bool) ->
         except OSError as e:
             if e.errno != errno.EBUSY:
                 raise _umount_error(target, e) from None
-        holders = path_holders(target, kernel=k)
+        holders = path_holders(k.realpath(target), kernel=k)
         if holders:
             raise BusyError(
                 f"cannot unmount {target}: it is in use",

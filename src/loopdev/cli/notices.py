@@ -4,12 +4,9 @@ each (never as Python's ``file:line: UserWarning`` text)."""
 
 from __future__ import annotations
 
-import warnings
-
-from loopdev.notices import LoopdevWarning
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import warnings
     from types import TracebackType
     from typing import TextIO
 
@@ -33,12 +30,18 @@ class Notices:
     raises)."""
 
     def __init__(self, err: TextIO, prefix: str = "loopdev") -> None:
+        import warnings
+
         self.err = err
         self.prefix = prefix
         self._catcher = warnings.catch_warnings(record=True)
         self._caught: list[warnings.WarningMessage] | None = None
 
     def __enter__(self) -> Notices:
+        import warnings
+
+        from loopdev.notices import LoopdevWarning
+
         self._caught = self._catcher.__enter__()
         warnings.simplefilter("always", LoopdevWarning)
         return self
@@ -49,6 +52,8 @@ class Notices:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        from loopdev.notices import LoopdevWarning
+
         caught = self._caught or []
         self._catcher.__exit__(exc_type, exc, tb)
         seen: set[str] = set()
