@@ -199,6 +199,32 @@ def _read_sysfs(path: str) -> bytes:
         os.close(sfd)
 
 
+def _syscalls_attach(image: str, flags: int, *, baseline: bool) -> tuple[int, int, int]:
+    """The system calls of loopdev's attach: stat and open the image, its canonical name,
+    loop-control lock, GET_FREE, node check, udev lock, LOOP_CONFIGURE, read-back, diskseq
+    (and, with ``baseline``, the write counters); returns (device fd, N, device number)."""
+    os.stat(image)
+    ro = flags & abi.LO_FLAGS_READ_ONLY
+    bfd = os.open(image, (os.O_RDONLY if ro else os.O_RDWR) | os.O_CLOEXEC)
+    os.readlink(f"/proc/self/fd/{bfd}")
+    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
+    fcntl.flock(ctl, fcntl.LOCK_EX)
+    n = fcntl.ioctl(ctl, abi.LOOP_CTL_GET_FREE)
+    fd = os.open(f"/dev/loop{n}", os.O_RDWR | os.O_CLOEXEC)
+    rdev = os.fstat(fd).st_rdev
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    cfg = abi.LoopConfig(fd=bfd, info=abi.LoopInfo64(lo_flags=flags, lo_file_name=image))
+    fcntl.ioctl(fd, abi.LOOP_CONFIGURE, cfg.pack(), True)
+    fcntl.ioctl(fd, abi.LOOP_GET_STATUS64, bytearray(abi.LoopInfo64.SIZE))
+    fcntl.ioctl(fd, abi.BLKGETDISKSEQ, bytearray(8))
+    if baseline:
+        _read_sysfs(f"/sys/block/loop{n}/stat")  # write counters at attach (T20 baseline)
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(ctl)
+    os.close(bfd)
+    return fd, n, rdev
+
+
 def syscalls_attach_detach(ws: Workspace) -> float:
     """The system calls loopdev's attach+detach makes for its guarantees, issued straight
     from Python with no library logic: what any implementation doing the same steps costs.
@@ -206,29 +232,12 @@ def syscalls_attach_detach(ws: Workspace) -> float:
     On top of the floor: stat the image first (refuse FIFOs and devices), canonical path,
     loop-control lock (T8), node check (T26), udev lock (T6/T7), read-back (T4), diskseq
     (T15), write counters for the fsync decision (T20, at attach and at detach), the
-    exclusive-open probe (a mounted device is refused, not lazily detached), and the
-    final unbound check (T22).
+    exclusive-open probe (tells a mounted device, whose teardown is deferred), LOOP_CLR_FD
+    (6.11+: the teardown runs in the close), and the final unbound check (T22).
     """
     t0 = time.perf_counter()
-    image = str(ws.raw)
-    os.stat(image)
-    bfd = os.open(image, os.O_RDWR | os.O_CLOEXEC)
-    os.readlink(f"/proc/self/fd/{bfd}")
-    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
-    fcntl.flock(ctl, fcntl.LOCK_EX)
-    n = fcntl.ioctl(ctl, abi.LOOP_CTL_GET_FREE)
+    fd, n, _ = _syscalls_attach(str(ws.raw), 0, baseline=True)
     dev = f"/dev/loop{n}"
-    fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
-    os.fstat(fd)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    cfg = abi.LoopConfig(fd=bfd, info=abi.LoopInfo64(lo_file_name=image))
-    fcntl.ioctl(fd, abi.LOOP_CONFIGURE, cfg.pack(), True)
-    fcntl.ioctl(fd, abi.LOOP_GET_STATUS64, bytearray(abi.LoopInfo64.SIZE))
-    fcntl.ioctl(fd, abi.BLKGETDISKSEQ, bytearray(8))
-    _read_sysfs(f"/sys/block/loop{n}/stat")  # write counters at attach (T20 baseline)
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(ctl)
-    os.close(bfd)
     probe = os.open(dev, os.O_RDONLY | os.O_EXCL | os.O_NONBLOCK | os.O_CLOEXEC)
     os.close(probe)
     _read_sysfs(f"/sys/block/loop{n}/stat")  # write counters at detach
@@ -304,24 +313,9 @@ def _syscalls_mount(image: Path, mnt: Path, fstype: str, ro: bool) -> float:
     sniff = os.open(img, os.O_RDONLY | _O_NOATIME | os.O_CLOEXEC)
     os.pread(sniff, 4096, 0)
     os.close(sniff)
-    os.stat(img)
-    bfd = os.open(img, (os.O_RDONLY if ro else os.O_RDWR) | os.O_CLOEXEC)
-    os.readlink(f"/proc/self/fd/{bfd}")
-    ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
-    fcntl.flock(ctl, fcntl.LOCK_EX)
-    n = fcntl.ioctl(ctl, abi.LOOP_CTL_GET_FREE)
-    dev = f"/dev/loop{n}"
-    fd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
-    st = os.fstat(fd)
-    fcntl.flock(fd, fcntl.LOCK_EX)
     flags = abi.LO_FLAGS_AUTOCLEAR | (abi.LO_FLAGS_READ_ONLY if ro else 0)
-    cfg = abi.LoopConfig(fd=bfd, info=abi.LoopInfo64(lo_flags=flags, lo_file_name=img))
-    fcntl.ioctl(fd, abi.LOOP_CONFIGURE, cfg.pack(), True)
-    fcntl.ioctl(fd, abi.LOOP_GET_STATUS64, bytearray(abi.LoopInfo64.SIZE))
-    fcntl.ioctl(fd, abi.BLKGETDISKSEQ, bytearray(8))
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(ctl)
-    os.close(bfd)
+    fd, n, rdev = _syscalls_attach(img, flags, baseline=False)
+    dev = f"/dev/loop{n}"
     try:
         if _LIBC.mount(
             dev.encode(), canonical.encode(), fstype.encode(), abi.MS_RDONLY if ro else 0, None
@@ -330,7 +324,7 @@ def _syscalls_mount(image: Path, mnt: Path, fstype: str, ro: bool) -> float:
     finally:
         os.close(fd)
     _stat_dir(target)
-    os.readlink(f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
+    os.readlink(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}")
     _read_sysfs(f"/sys/devices/virtual/block/loop{n}/diskseq")
     if _LIBC.umount2(target.encode(), 0):
         raise OSError(__import__("ctypes").get_errno(), "umount2")
