@@ -20,9 +20,11 @@ sleeping function called from invalid context``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from loopdev.lab.outcome import Outcome
+from loopdev.vm.protocol import Event
 
 #: report titles -> the kind names the model uses (loopdev.sim.lockdep.LockdepReport.kind)
 TITLES = {
@@ -39,6 +41,7 @@ TITLES = {
 _IRQ_ORDER = re.compile(r"^WARNING: \S+-safe -> \S+-unsafe lock order detected$")
 
 _STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+_STAMP_VALUE = re.compile(r"^\[\s*(\d+\.\d+)\]")
 _ACQUIRE = re.compile(r"^(?P<task>.+/\d+) is trying to acquire lock:$")
 # "ffff888004a3c0b8 (&disk->open_mutex){+.+.}-{3:3}, at: blkdev_get_by_dev+0x4d/0x2f0"
 _LOCK = re.compile(
@@ -47,7 +50,10 @@ _LOCK = re.compile(
 )
 _ENTRY = re.compile(r"^-> #(?P<n>\d+) \((?P<cls>.+)\)\{[^}]*\}-\{\d+:\d+\}:$")
 _HELD = re.compile(r"^(?P<n>\d+) locks? held by (?P<task>.+/\d+):$")
-_FRAME = re.compile(r"^\s+(?:\? )?(?P<fn>[A-Za-z_.][\w.]*)\+0x[0-9a-f]+/0x[0-9a-f]+")
+# "       lo_open+0x23/0x50 [loop]" (the kernel) or "       lo_open" (the model's reports)
+_FRAME = re.compile(
+    r"^\s+(?:\? )?(?P<fn>[A-Za-z_.][\w.]*)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[\w+\])?\s*$"
+)
 _END = ("</TASK>", "---[ end trace")
 #: lockdep's own frames at the top of the stack of the acquisition that closed a cycle
 _LOCKDEP_FRAMES = ("__lock_acquire", "lock_acquire", "lock_map_acquire", "lock_acquire.part")
@@ -61,7 +67,16 @@ def function_name(frame: str) -> str:
 
 def console_lines(text: str) -> list[str]:
     """Console text as lines without carriage returns and printk time stamps."""
-    return [_STAMP.sub("", line.rstrip("\r")) for line in text.replace("\r\n", "\n").split("\n")]
+    return [_STAMP.sub("", line) for line in _raw_lines(text)]
+
+
+def _raw_lines(text: str) -> list[str]:
+    return [line.rstrip("\r") for line in text.replace("\r\n", "\n").split("\n")]
+
+
+def _uptime(line: str) -> float | None:
+    m = _STAMP_VALUE.match(line)
+    return float(m.group(1)) if m else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,7 @@ class KernelLockdepReport:
     held: tuple[str, ...]  # classes the task held, outermost first
     stacks: tuple[tuple[str, ...], ...]  # per entry of `classes`: the functions of its stack
     text: str
+    uptime: float | None = None  # the printk time stamp of its title line (seconds of uptime)
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -118,7 +134,8 @@ def _kind(title: str) -> str | None:
 
 def parse_reports(console: str) -> list[KernelLockdepReport]:
     """Every lockdep report in a console log, in the order printed."""
-    lines = console_lines(console)
+    raw = _raw_lines(console)
+    lines = [_STAMP.sub("", line) for line in raw]
     starts = [i for i, line in enumerate(lines) if _kind(line.strip()) is not None]
     reports = []
     for n, start in enumerate(starts):
@@ -129,11 +146,11 @@ def parse_reports(console: str) -> list[KernelLockdepReport]:
                 break
         # the "=====" bar above the title belongs to the report
         first = start - 1 if start > 0 and lines[start - 1].strip().startswith("===") else start
-        reports.append(_parse_one(lines[first:stop], lines[start].strip()))
+        reports.append(_parse_one(lines[first:stop], lines[start].strip(), _uptime(raw[start])))
     return reports
 
 
-def _parse_one(lines: list[str], title: str) -> KernelLockdepReport:
+def _parse_one(lines: list[str], title: str, uptime: float | None) -> KernelLockdepReport:
     kind = _kind(title) or title
     thread = call = ""
     entries: dict[int, tuple[str, list[str]]] = {}
@@ -176,7 +193,40 @@ def _parse_one(lines: list[str], title: str) -> KernelLockdepReport:
         held=tuple(held),
         stacks=tuple(tuple(entries[i][1]) for i in order),
         text="\n".join(lines).strip("\n") + "\n",
+        uptime=uptime,
     )
+
+
+#: a trial as the guest's agent announces it: (scenario, userspace, index, uptime at its start)
+TrialStart = tuple[str, str, int, float]
+
+
+def trial_starts(events: Iterable[Event]) -> list[TrialStart]:
+    """The ``start`` events of a guest run, in order."""
+    return [
+        (str(e.data["scenario"]), str(e.data["userspace"]), int(e.data["i"]),
+         float(e.data["uptime"]))
+        for e in events
+        if e.kind == "start" and "uptime" in e.data
+    ]  # fmt: skip
+
+
+def reports_by_trial(
+    console: str, starts: Sequence[TrialStart]
+) -> dict[tuple[str, str, int], list[KernelLockdepReport]]:
+    """Each report of the console, given to the trial that was running when the kernel
+    printed it (the last trial started at or before its time stamp; one printed before the
+    first trial, during a cell's set-up, goes to that cell's first trial)."""
+    out: dict[tuple[str, str, int], list[KernelLockdepReport]] = {}
+    ordered = sorted(starts, key=lambda s: s[3])
+    for report in parse_reports(console):
+        if not ordered:
+            break
+        at = report.uptime if report.uptime is not None else ordered[-1][3]
+        before = [s for s in ordered if s[3] <= at]
+        scenario, userspace, index, _ = before[-1] if before else ordered[0]
+        out.setdefault((scenario, userspace, index), []).append(report)
+    return out
 
 
 def lockdep_outcome(reports: list[KernelLockdepReport]) -> tuple[Outcome, str] | None:
