@@ -15,6 +15,7 @@ import time
 
 from loopdev import abi
 from loopdev.kstat import Stat
+from loopdev.portio import read_whole
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -280,19 +281,7 @@ class LinuxKernel:
         return os.access(path, mode, effective_ids=True)
 
     def readfile(self, path: str, limit: int = 1 << 20) -> bytes:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks: list[bytes] = []
-            total = 0
-            while total < limit:
-                chunk = os.read(fd, min(65536, limit - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+        return read_whole(self, path, limit)
 
     def mkdir(self, path: str, mode: int = 0o755) -> None:
         os.mkdir(path, mode)

@@ -20,18 +20,22 @@ class LoopFlags:
 
     @property
     def read_only(self) -> bool:
+        """The device is read-only (LO_FLAGS_READ_ONLY)."""
         return bool(self.flags & abi.LO_FLAGS_READ_ONLY)
 
     @property
     def autoclear(self) -> bool:
+        """The device is torn down at its last close (LO_FLAGS_AUTOCLEAR)."""
         return bool(self.flags & abi.LO_FLAGS_AUTOCLEAR)
 
     @property
     def partscan(self) -> bool:
+        """The kernel scans the device for partitions (LO_FLAGS_PARTSCAN)."""
         return bool(self.flags & abi.LO_FLAGS_PARTSCAN)
 
     @property
     def direct_io(self) -> bool:
+        """I/O to the backing file bypasses its page cache (LO_FLAGS_DIRECT_IO)."""
         return bool(self.flags & abi.LO_FLAGS_DIRECT_IO)
 
 
@@ -109,6 +113,7 @@ class LoopStatus(LoopFlags, Record):
 
     @property
     def path(self) -> str:
+        """/dev/loopN."""
         return f"/dev/loop{self.number}"
 
 

@@ -28,7 +28,6 @@ from loopdev.status import set_autoclear
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from loopdev.errors import Holder
     from loopdev.kernel import Kernel
 
 DEFAULT_DETACH_TIMEOUT = 5.0
@@ -108,9 +107,7 @@ def release(
         return True
     if not wait or (lazy and claimed):
         return False
-    if settle.wait_unbound(
-        kernel, number, diskseq, min(timeout, PROBE_GRACE) if lazy else timeout
-    ):
+    if settle.wait_unbound(kernel, number, diskseq, min(timeout, PROBE_GRACE) if lazy else timeout):
         return True
     if lazy:
         return False
@@ -163,22 +160,6 @@ def _request_failed(kernel: Kernel, path: str, number: int, e: OSError) -> None:
         ) from None
     if e.errno != errno.ENXIO:
         raise LoopdevError(f"{path}: detach failed: {why(e)}", errno=e.errno, device=path) from None
-
-
-def deferred_reason(holders: list[Holder], path: str) -> str:
-    """One line saying what ``path``'s teardown waits for (from its holders)."""
-    for h in holders:
-        if h.kind == "mount" and h.target:
-            return f"{path}: detach deferred until {h.target} is unmounted"
-    for h in holders:
-        if h.kind == "holder":
-            return f"{h.description}: detach deferred until that is released"
-    procs = [h for h in holders if h.kind == "process"]
-    if procs:
-        more = f" (and {len(procs) - 1} more)" if len(procs) > 1 else ""
-        who = procs[0].description.split(" has ", 1)[0]  # "pid 4242 (fio)"
-        return f"{path}: detach deferred until {who}{more} closes it"
-    return f"{path}: detach deferred until the kernel releases it"
 
 
 def _still_attached(kernel: Kernel, number: int, timeout: float) -> TeardownTimeoutError:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from loopdev.cli.lsargs import Plan
     from loopdev.device import LoopDevice
+    from loopdev.errors import Holder
     from loopdev.status import LoopStatus
 
 
@@ -101,9 +102,24 @@ def _device_number(device: str) -> int:
 
 def _holders_line(path: str) -> str:
     from loopdev.settle import device_holders
-    from loopdev.teardown import deferred_reason
 
     return deferred_reason(device_holders(path), path)
+
+
+def deferred_reason(holders: list[Holder], path: str) -> str:
+    """One line saying what ``path``'s teardown waits for (from its holders)."""
+    for h in holders:
+        if h.kind == "mount" and h.target:
+            return f"{path}: detach deferred until {h.target} is unmounted"
+    for h in holders:
+        if h.kind == "holder":
+            return f"{h.description}: detach deferred until that is released"
+    procs = [h for h in holders if h.kind == "process"]
+    if procs:
+        more = f" (and {len(procs) - 1} more)" if len(procs) > 1 else ""
+        who = procs[0].description.split(" has ", 1)[0]  # "pid 4242 (fio)"
+        return f"{path}: detach deferred until {who}{more} closes it"
+    return f"{path}: detach deferred until the kernel releases it"
 
 
 class Losetup:

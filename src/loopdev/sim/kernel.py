@@ -27,6 +27,7 @@ from typing import Any
 from loopdev import abi
 from loopdev.errors import LoopdevError
 from loopdev.kernel import RunResult, Stat, Uevent
+from loopdev.portio import read_whole
 from loopdev.sim import sched as _sched
 from loopdev.sim.freeze import do_vfs_ioctl
 from loopdev.sim.fs import do_mount, path_umount
@@ -262,19 +263,7 @@ class SimKernel:
         return bool(self._sys("faccessat2", self._access, path, mode))
 
     def readfile(self, path: str, limit: int = 1 << 20) -> bytes:
-        fd = self.open(path, abi.O_RDONLY | abi.O_CLOEXEC)
-        try:
-            chunks: list[bytes] = []
-            total = 0
-            while total < limit:
-                chunk = self.read(fd, min(65536, limit - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-            return b"".join(chunks)
-        finally:
-            self.close(fd)
+        return read_whole(self, path, limit)
 
     def _mkdir(self, path: str, mode: int) -> None:
         vfs = self.machine.vfs
