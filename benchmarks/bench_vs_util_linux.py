@@ -299,8 +299,8 @@ _O_NOATIME = 0o1000000
 
 def _syscalls_mount(image: Path, mnt: Path, fstype: str, ro: bool) -> float:
     """The system calls loopdev's mount_image + umount make for a new device, from Python
-    without the library: target check (stat + statx, canonical path), reuse scan (image
-    identity, /proc/partitions), superblock sniff (O_NOATIME open + read), image open +
+    without the library: target check (stat + statx, canonical path), superblock sniff
+    (O_NOATIME open + read), reuse scan (image identity, /proc/partitions), image open +
     canonical name, loop-control lock, node check, udev lock, LOOP_CONFIGURE (AUTOCLEAR),
     read-back, diskseq, mount(2); umount: target check, loop device and diskseq from sysfs,
     umount2, unbound check."""
@@ -308,11 +308,11 @@ def _syscalls_mount(image: Path, mnt: Path, fstype: str, ro: bool) -> float:
     target, img = str(mnt), str(image)
     _stat_dir(target)
     canonical = _realpath(target)
-    os.stat(img)
-    _read_whole("/proc/partitions")
     sniff = os.open(img, os.O_RDONLY | _O_NOATIME | os.O_CLOEXEC)
     os.pread(sniff, 4096, 0)
     os.close(sniff)
+    os.stat(img)
+    _read_whole("/proc/partitions")
     flags = abi.LO_FLAGS_AUTOCLEAR | (abi.LO_FLAGS_READ_ONLY if ro else 0)
     fd, n, rdev = _syscalls_attach(img, flags, baseline=False)
     dev = f"/dev/loop{n}"

@@ -332,7 +332,10 @@ def mount_image(
             f"partition {partition}: partitions are numbered from 1", filename=image_text
         )
     dev: LoopDevice | None = None
-    found: str | None = None
+    # The filesystem, read from the image file before anything is attached: a read-only
+    # filesystem gets (or reuses) a read-only device, as snapd expects.
+    found = _sniff(k, image_text, offset, sizelimit) if not fstype and partition is None else None
+    read_only_device = read_only or (fstype or found) in READ_ONLY_FILESYSTEMS
     if reuse and named is None and partition is None:
         from loopdev.reuse import open_existing
 
@@ -340,26 +343,19 @@ def mount_image(
             image_text,
             offset=offset,
             sizelimit=sizelimit,
-            read_only=read_only,
+            read_only=read_only_device,
             clear_autoclear=False,
             kernel=k,
         )
-        if dev is not None and not fstype:
-            # Through the device: its page cache may hold what its user wrote.
-            found = detect(k, dev.fileno())
     if dev is None:
-        if not fstype and partition is None:
-            found = _sniff(k, image_text, offset, sizelimit)
-        kind = fstype or found
-        # A new AUTOCLEAR device, as mount(8) makes them; read-only for read-only
-        # filesystems, as snapd expects. No write baseline: the handle is only detached
-        # if the mount fails, and then an fsync is fine.
+        # A new AUTOCLEAR device, as mount(8) makes them. No write baseline: the handle is
+        # only detached if the mount fails, and then an fsync is fine.
         dev, _ = attach_image(
             k,
             image_text,
             offset=offset,
             sizelimit=sizelimit,
-            read_only=read_only or kind in READ_ONLY_FILESYSTEMS,
+            read_only=read_only_device,
             flags=abi.LO_FLAGS_AUTOCLEAR | (abi.LO_FLAGS_PARTSCAN if partition else 0),
             loop_ref=loop_ref,
             device=named,

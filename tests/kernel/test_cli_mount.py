@@ -153,3 +153,16 @@ def test_umount_rmdir(run: Run, make_image: ImageMaker, tmp_path: Path, tracker:
     assert run("umount", "--rmdir", str(mnt))[0] == 0
     assert not mnt.exists()
     assert tracker.leaks() == []
+
+
+def test_a_second_mount_of_a_squashfs_reuses_its_read_only_device(
+    run: Run, make_image: ImageMaker, mount_dir: Callable[[str], Path], tracker: Tracker
+) -> None:
+    img = make_image("squashfs", files={"f": b"f"})
+    a, b = mount_dir("a"), mount_dir("b")
+    assert run("mount", str(img), str(a))[0] == 0
+    code, out, _ = run("mount", "-v", str(img), str(b))  # neither asks for -r
+    assert code == 0 and out.endswith("(reused)\n")
+    assert len(loop_of(img)) == 1
+    assert run("umount", str(a))[0] == 0 and run("umount", str(b))[0] == 0
+    assert tracker.leaks() == []
