@@ -52,7 +52,8 @@ def matrix_table(result: LabResult) -> str:
     """The matrix: rows scenario x userspace, columns model variants and this kernel."""
     heads = [SHORT.get(c, c) for c in result.columns]
     widths = [max(6, len(h)) for h in heads]
-    label_w = max(len(f"{s}  {row_label(s, u)}") for s, u in result.rows) + 2
+    name_w = max(len(s) for s, _ in result.rows)
+    label_w = name_w + 2 + max(len(row_label(s, u)) for s, u in result.rows) + 2
     lines = [
         "failure rate per cell (runs that failed / runs that produced a verdict)",
         " " * label_w + " ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True)),
@@ -61,7 +62,7 @@ def matrix_table(result: LabResult) -> str:
     for s, u in result.rows:
         name = s if s != prev else ""
         prev = s
-        label = f"{name:<{max(len(x[0]) for x in result.rows)}}  {row_label(s, u)}"
+        label = f"{name:<{name_w}}  {row_label(s, u)}"
         cells = [cell_text(result.cell(s, u, c)) for c in result.columns]
         lines.append(
             f"{label:<{label_w}}" + " ".join(t.rjust(w) for t, w in zip(cells, widths, strict=True))
