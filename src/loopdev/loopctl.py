@@ -51,9 +51,18 @@ def open_control(k: Kernel) -> int:
 def find_free(*, kernel: Kernel | None = None) -> str:
     """The path of the first unused loop device (created if there is none), as
     ``losetup -f`` prints it. Another program may take it before you use it: to attach,
-    call :func:`loopdev.attach`, which retries."""
+    call :func:`loopdev.attach`, which retries. Without the right to open loop-control, the
+    first unbound device sysfs shows (none is created), as losetup does."""
     k = resolve(kernel)
-    ctl = open_control(k)
+    try:
+        ctl = open_control(k)
+    except NotPermittedError:
+        # as losetup does for users who may not open loop-control: the first device sysfs
+        # shows unbound (none is created)
+        for n in sysfs.loop_numbers(k):
+            if not sysfs.is_bound(k, n):
+                return f"/dev/loop{n}"
+        raise
     try:
         number = k.ioctl(ctl, abi.LOOP_CTL_GET_FREE)
     except OSError as e:

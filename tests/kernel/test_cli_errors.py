@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings  # noqa: F401 - imported before dropping root, like the modules below
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -210,7 +211,9 @@ def test_detach_of_a_mounted_device_is_deferred_to_its_umount(
     mnt = mount_dir("m")
     dev = run("-f", "--show", str(img))[1].strip()
     subprocess.run(["mount", dev, str(mnt)], check=True)
-    assert run("-d", dev) == (0, "", f"loopdev: {dev}: detach deferred until {mnt} is unmounted\n")
+    deferred = f"loopdev: {dev}: detach deferred until {mnt} is unmounted\n"
+    assert run("-d", dev) == (0, "", deferred)
+    assert run("-D", "--ref-prefix", f"loopdev/attach/{os.getpid()}") == (0, "", deferred)
     code, _, err = run("-d", dev, "--wait", "--timeout", "0.2")
     assert code == 9
     assert err.count(f"mounted on {mnt}") == 1, err  # named once, and the hint says what to do
@@ -360,6 +363,11 @@ def _as_nobody(*argv: str) -> tuple[int, str, str]:
 
 def test_not_root(public_image: Path, tracker: Tracker) -> None:
     tracker.add_image(public_image)
+    code, out, err = _as_nobody("-f")  # like losetup: the first unbound device, by name
+    theirs = subprocess.run(
+        ["losetup", "-f"], capture_output=True, text=True, preexec_fn=_drop, cwd="/"
+    )
+    assert (code, out) == (0, theirs.stdout), err
     for argv in (
         ["-f", "--show", str(public_image)],
         ["mount", str(public_image), str(public_image.parent / "mnt")],
@@ -374,13 +382,16 @@ def test_not_root(public_image: Path, tracker: Tracker) -> None:
     assert nothing_bound_to(public_image)
 
 
-def _losetup_as_nobody(*argv: str) -> str:
-    def drop() -> None:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+def _drop() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
 
-    r = subprocess.run(["losetup", *argv], capture_output=True, text=True, preexec_fn=drop, cwd="/")
+
+def _losetup_as_nobody(*argv: str) -> str:
+    r = subprocess.run(
+        ["losetup", *argv], capture_output=True, text=True, preexec_fn=_drop, cwd="/"
+    )
     return r.stdout
 
 
