@@ -28,7 +28,8 @@ from bench_sched import STEPS, TASKS, measure
 
 from loopdev.lab import library_model
 from loopdev.lab.hunt import CLAIM1, CLAIM2, hunt, loop1, pct, random, shell
-from loopdev.sim.sched import PCT, RandomWalk, Scheduler, Strategy
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import PCT, RandomWalk, Strategy
 
 #: (label, clock): wall-clock time, and this process's CPU time (what the model costs on a
 #: machine shared with other work: the load average is printed alongside)

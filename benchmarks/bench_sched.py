@@ -9,7 +9,8 @@ import argparse
 import time
 from collections.abc import Callable
 
-from loopdev.sim.sched import PCT, RandomWalk, Scheduler, Strategy, Thread
+from loopdev.sim.sched import Scheduler, Thread
+from loopdev.sim.strategy import PCT, RandomWalk, Strategy
 from loopdev.sim.sync import Atomic
 
 TASKS, STEPS = 3, 30

@@ -12,7 +12,8 @@ from typing import Any
 from loopdev import abi
 from loopdev.sim import loop
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import RandomWalk, RunOutcome, Scheduler
+from loopdev.sim.sched import RunOutcome, Scheduler
+from loopdev.sim.strategy import RandomWalk
 
 #: every registered loop variant, in history order
 VARIANTS = tuple(loop.VARIANTS)

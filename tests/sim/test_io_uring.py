@@ -20,7 +20,8 @@ from loopdev import abi
 from loopdev.lab.userspace.fio import fio_main, parse_args, register_fio
 from loopdev.sim.io_uring import io_uring_of, use_io_uring_variant
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import PCT, RandomWalk, RunOutcome, Scheduler
+from loopdev.sim.sched import RunOutcome, Scheduler
+from loopdev.sim.strategy import PCT, RandomWalk
 
 MNT = "/mnt/x"
 #: sched_yield calls of the killer between starting fio and SIGKILL (a bounded wait, so that

@@ -11,7 +11,8 @@ from loopdev.lab import model
 from loopdev.lab.scenarios import by_name
 from loopdev.lab.userspace.fio import register_fio
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import RandomWalk, Scheduler
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk
 
 UL = "util-linux-2.38"
 EBUSY = "fail: umount: EBUSY"

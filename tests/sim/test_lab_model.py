@@ -9,7 +9,8 @@ from loopdev.lab import model
 from loopdev.lab.outcome import CellKey, CellResult
 from loopdev.lab.runner import LabConfig, run_model
 from loopdev.lab.scenarios.iouring_kill import IouringKill
-from loopdev.sim.sched import RandomWalk, Scheduler
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk
 
 KEYS = [
     CellKey("nested-umount", "util-linux-2.38", "v5.17-rc1"),

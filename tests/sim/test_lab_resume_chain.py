@@ -15,8 +15,10 @@ from loopdev.lab.claims import CLAIMS, REPRODUCED, judge
 from loopdev.lab.outcome import CellKey
 from loopdev.lab.runner import LabConfig, run_model
 from loopdev.lab.userspace import resume as R
+from loopdev.sim.explore import explore
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import RandomWalk, Scheduler, explore
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk
 
 SCENARIO, ROW = "resume-chain", "loopdev"
 

@@ -15,7 +15,8 @@ from loopdev.lab import library_model as lm
 from loopdev.lab.hunt import hunt, random, replay
 from loopdev.lab.userspace.mkfs import make_image
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import PCT, RandomWalk, Scheduler
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import PCT, RandomWalk
 
 BUDGET = 300
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from loopdev.sim.explore import explore
 from loopdev.sim.lockdep import LockGraph
-from loopdev.sim.sched import BoundedDFS, RandomWalk, Scheduler, Thread, explore, kfunc, sleep
+from loopdev.sim.sched import Scheduler, Thread, kfunc, sleep
+from loopdev.sim.strategy import BoundedDFS, RandomWalk
 from loopdev.sim.sync import (
     LockdepMap,
     Mutex,

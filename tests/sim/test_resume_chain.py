@@ -13,8 +13,10 @@ from simkit import run_model
 
 from loopdev import abi
 from loopdev.lab.userspace import resume as R
+from loopdev.sim.explore import explore
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import RandomWalk, Replay, RunOutcome, Scheduler, explore
+from loopdev.sim.sched import RunOutcome, Scheduler
+from loopdev.sim.strategy import RandomWalk, Replay
 
 OPEN, OF = "&disk->open_mutex", "&of->mutex"
 SBW = "sb_writers#ext4"

@@ -11,25 +11,27 @@ from collections.abc import Callable
 import pytest
 from greenlet import greenlet
 
+from loopdev.sim.explore import explore
 from loopdev.sim.sched import (
-    PCT,
-    BoundedDFS,
-    NondeterminismError,
-    RandomWalk,
-    Replay,
     RunOutcome,
     Scheduler,
     Thread,
     block,
     choose,
-    decode_token,
-    encode_token,
-    explore,
     kfunc,
     now,
     point,
     sleep,
     wake,
+)
+from loopdev.sim.strategy import (
+    PCT,
+    BoundedDFS,
+    NondeterminismError,
+    RandomWalk,
+    Replay,
+    decode_token,
+    encode_token,
 )
 from loopdev.sim.sync import Atomic, Mutex
 
@@ -437,7 +439,7 @@ def test_token_replays_byte_identically_in_another_process() -> None:
     out = run_once(RandomWalk(11))
     code = (
         "import sys; sys.path.insert(0, 'tests/sim');"
-        "from test_sched import racy_counter, run_once; from loopdev.sim.sched import Replay;"
+        "from test_sched import racy_counter, run_once; from loopdev.sim.strategy import Replay;"
         f"sys.stdout.write(run_once(Replay({out.token!r})).trace.render_text())"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

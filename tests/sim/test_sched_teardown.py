@@ -3,7 +3,9 @@ abandoned threads are unwound), and no lockdep warnings made up by that unwindin
 
 from __future__ import annotations
 
-from loopdev.sim.sched import RandomWalk, Scheduler, explore
+from loopdev.sim.explore import explore
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk
 from loopdev.sim.sync import Mutex
 from loopdev.sim.task import Task, current
 

@@ -13,7 +13,8 @@ from simkit import attach, errno_of, is_bound, make_image, run_model
 from loopdev import abi
 from loopdev.kernel import Kernel, RunResult
 from loopdev.sim.kernel import SimKernel, register_program
-from loopdev.sim.sched import RandomWalk, Replay, Scheduler
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk, Replay
 
 
 def test_simkernel_is_a_kernel() -> None:

@@ -5,17 +5,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from loopdev.sim.sched import (
-    BoundedDFS,
-    RandomWalk,
-    RunOutcome,
-    Scheduler,
-    Thread,
-    explore,
-    now,
-    point,
-    sleep,
-)
+from loopdev.sim.explore import explore
+from loopdev.sim.sched import RunOutcome, Scheduler, Thread, now, point, sleep
+from loopdev.sim.strategy import BoundedDFS, RandomWalk
 from loopdev.sim.sync import (
     Completion,
     Mutex,

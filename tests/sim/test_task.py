@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from loopdev.sim import task as task_mod
-from loopdev.sim.sched import RandomWalk, RunOutcome, Scheduler, Thread, sleep
+from loopdev.sim.sched import RunOutcome, Scheduler, Thread, sleep
+from loopdev.sim.strategy import RandomWalk
 from loopdev.sim.sync import WaitQueue, wait_event, wait_event_killable
 from loopdev.sim.task import (
     SIGKILL,

@@ -11,7 +11,8 @@ from loopdev.lab.userspace.mkfs import make_image
 from loopdev.lab.userspace.scripts import attach
 from loopdev.lab.userspace.udevd import UdevConfig, Udevd, start_udevd
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import RandomWalk, Scheduler
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk
 
 
 def run(body: Callable[[SimKernel, Udevd], None], seed: int = 0, variant: str = "v6.11") -> Udevd:

@@ -10,7 +10,8 @@ from loopdev import abi
 from loopdev.kernel import RunResult
 from loopdev.lab.userspace import register_util_linux
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import RandomWalk, Scheduler
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk
 
 
 def session(ul: str, body: Callable[[SimKernel], None], variant: str = "v6.11") -> None:

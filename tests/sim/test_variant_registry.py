@@ -10,7 +10,8 @@ from loopdev.lab import model, report
 from loopdev.sim import loop
 from loopdev.sim.kernel import SimKernel
 from loopdev.sim.loop.base import LoopDriver
-from loopdev.sim.sched import RandomWalk, Scheduler
+from loopdev.sim.sched import Scheduler
+from loopdev.sim.strategy import RandomWalk
 
 
 def _driver_classes_by_module() -> dict[str, list[type[LoopDriver]]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from loopdev.sim.sched import BoundedDFS, RandomWalk, RunOutcome, Scheduler, explore, now, sleep
+from loopdev.sim.explore import explore
+from loopdev.sim.sched import RunOutcome, Scheduler, now, sleep
+from loopdev.sim.strategy import BoundedDFS, RandomWalk
 from loopdev.sim.sync import Mutex
 from loopdev.sim.task import Task
 from loopdev.sim.workqueue import (

@@ -28,8 +28,10 @@ from loopdev.lab.scenarios import by_name
 from loopdev.lab.userspace import register_util_linux
 from loopdev.lab.userspace.scripts import mount_loop, nested_umount
 from loopdev.lab.userspace.udevd import start_udevd
+from loopdev.sim.explore import explore
 from loopdev.sim.kernel import SimKernel
-from loopdev.sim.sched import PCT, RandomWalk, Replay, RunOutcome, Scheduler, Strategy, explore
+from loopdev.sim.sched import RunOutcome, Scheduler
+from loopdev.sim.strategy import PCT, RandomWalk, Replay, Strategy
 
 #: registry key where a program stores what the user saw (a failure line, or None)
 SEEN = "claims.seen"

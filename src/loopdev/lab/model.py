@@ -25,16 +25,8 @@ from loopdev.sim import loop
 from loopdev.sim.io_uring import use_io_uring_variant
 from loopdev.sim.kernel import SimKernel
 from loopdev.sim.lockdep import LockdepReport
-from loopdev.sim.sched import (
-    PCT,
-    BoundedDFS,
-    NondeterminismError,
-    RandomWalk,
-    Replay,
-    RunOutcome,
-    Scheduler,
-    Strategy,
-)
+from loopdev.sim.sched import RunOutcome, Scheduler
+from loopdev.sim.strategy import PCT, BoundedDFS, NondeterminismError, RandomWalk, Replay, Strategy
 
 #: the model's loop variants, in history order (the registry in :mod:`loopdev.sim.loop`)
 VARIANTS: tuple[str, ...] = tuple(loop.VARIANTS)

@@ -1,279 +1,17 @@
-"""Exploration strategies (random walk, PCT, bounded DFS, replay) and the `explore` loop."""
+"""The exploration loop: many runs of one program, each on a fresh scheduler, under a strategy
+(:mod:`loopdev.sim.strategy`), summarised as run counts, failures and lockdep reports."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loopdev.sim.lockdep import LockdepReport, LockGraph
-from loopdev.sim.sched import (
-    NondeterminismError,
-    RunOutcome,
-    Scheduler,
-    Strategy,
-    Thread,
-    decode_token,
-)
+from loopdev.sim.sched import RunOutcome, Scheduler
+from loopdev.sim.strategy import Strategy
 
-
-class RandomWalk(Strategy):
-    """Uniform random choice among runnable threads at every point. Run i uses seed + i."""
-
-    name = "random"
-
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-        self._runs = 0
-        self._run_seed = seed
-        self._rand = random.Random(seed).random
-
-    def begin(self, sched: Scheduler) -> None:
-        self._run_seed = self.seed + self._runs
-        self._runs += 1
-        self._rand = random.Random(self._run_seed).random
-        if type(self).pick is RandomWalk.pick:  # a subclass choosing otherwise is asked
-            self.uniform = self._rand
-
-    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
-        return int(self._rand() * len(runnable))
-
-    def choose(self, n: int, label: str) -> int:
-        return int(self._rand() * n)
-
-    @property
-    def seed_text(self) -> str:
-        return str(self._run_seed)
-
-
-class PCT(Strategy):
-    """Probabilistic concurrency testing (Burckhardt et al., ASPLOS 2010).
-
-    Each thread gets a random initial priority above `depth`; `depth - 1` priority change
-    points are drawn uniformly over the estimated step count `k`; at change point i the running
-    thread's priority drops to `depth - i`. The highest-priority runnable thread always runs.
-    `k` starts at `steps` (default 100) and then tracks the longest run seen.
-    """
-
-    name = "pct"
-
-    def __init__(self, seed: int = 0, depth: int = 3, steps: int | None = None) -> None:
-        if depth < 1:
-            raise ValueError("PCT depth must be >= 1")
-        self.seed = seed
-        self.depth = depth
-        self.k = steps or 100
-        self._runs = 0
-        self._run_seed = seed
-        self._rng = random.Random(seed)
-        self._prio: dict[int, float] = {}
-        self._changes: list[tuple[int, float]] = []
-        self._sched: Scheduler | None = None
-        self._cached_ver = -1  # Scheduler.rver when _cached_i was computed
-        self._cached_i = 0
-
-    def begin(self, sched: Scheduler) -> None:
-        self._run_seed = self.seed + self._runs
-        self._runs += 1
-        self._rng = random.Random(self._run_seed)
-        self._prio = {}
-        self._sched = sched
-        self._cached_ver = -1
-        self._cached_i = 0
-        k = max(self.k, self.depth)
-        points = sorted(self._rng.sample(range(1, k + 1), self.depth - 1))
-        self._changes = [(step, float(self.depth - 1 - i)) for i, step in enumerate(points)]
-        self._changes.reverse()  # pop() from the end = earliest first
-
-    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
-        prio = self._prio
-        changes = self._changes
-        sched = self._sched
-        if changes and sched is not None:
-            steps = sched.steps
-            while changes and changes[-1][0] <= steps:
-                _, low = changes.pop()
-                if cur is not None:
-                    prio[cur.tid] = low
-                    self._cached_ver = -1
-        # Same runnable set, same priorities: same answer (and no new thread to draw for).
-        ver = sched.rver if sched is not None else -1
-        if ver == self._cached_ver and ver >= 0:
-            return self._cached_i
-        best = -1.0
-        best_i = 0
-        for i, t in enumerate(runnable):
-            p = prio.get(t.tid)
-            if p is None:
-                p = prio[t.tid] = self.depth + self._rng.random()
-            if p > best:
-                best, best_i = p, i
-        self._cached_ver, self._cached_i = ver, best_i
-        return best_i
-
-    def choose(self, n: int, label: str) -> int:
-        return int(self._rng.random() * n)
-
-    def end(self, outcome: RunOutcome) -> None:
-        self.k = max(self.k, outcome.steps)
-
-    @property
-    def seed_text(self) -> str:
-        return f"{self._run_seed}d{self.depth}"
-
-
-@dataclass
-class _Node:
-    n: int
-    order: list[int]
-    cur: int  # index of the running thread if it stayed runnable, else -1 (or a data choice)
-    pos: int = 0
-    tids: list[int] = field(default_factory=list)  # POR: runnable threads at this node
-    ops: list[str] = field(default_factory=list)  # POR: the object each one touches next
-    sleep: dict[int, str] = field(default_factory=dict)  # POR: sleep set on entry
-
-
-def _independent(a: str, b: str) -> bool:
-    return bool(a) and bool(b) and a != b
-
-
-class BoundedDFS(Strategy):
-    """Depth-first search over all schedules with at most `preemption_bound` preemptions.
-
-    A preemption is switching away from a thread that could have continued. Switching after a
-    thread blocked or finished is free, and data choices are explored exhaustively. Runs share
-    this object: each run follows the next unexplored branch; :meth:`exhausted` tells when the
-    bounded tree is done. `preemption_bound=None` explores every interleaving.
-
-    `por=True` adds sleep-set partial-order reduction: two steps are independent when they
-    touch different, named objects (the `obj` of their scheduling points); a schedule that only
-    reorders independent steps of one already explored is cut short as `pruned`. This relies
-    on the model's discipline that every shared access is announced by a point on its object
-    (unnamed points, waits and thread starts count as touching everything). With a finite
-    bound, sleep sets may skip a few schedules inside the bound.
-    """
-
-    name = "dfs"
-
-    def __init__(self, preemption_bound: int | None = 2, *, por: bool = False) -> None:
-        self.bound = preemption_bound
-        self.por = por
-        self._stack: list[_Node] = []
-        self._depth = 0
-        self._pre = 0
-        self._runs = 0
-        self._done = False
-        self._sleep: dict[int, str] = {}
-
-    def begin(self, sched: Scheduler) -> None:
-        self._depth = 0
-        self._pre = 0
-        self._runs += 1
-        self._sleep = {}
-
-    def _node(self, n: int, cur: int, runnable: list[Thread] | None) -> _Node:
-        d = self._depth
-        self._depth += 1
-        stack = self._stack
-        if d < len(stack):
-            node = stack[d]
-            if node.n != n or node.cur != cur:
-                raise NondeterminismError(f"DFS replay diverged at choice #{d}")
-            return node
-        if cur < 0 or runnable is None:
-            order = list(range(n))
-        elif self.bound is not None and self._pre >= self.bound:
-            order = [cur]
-        else:
-            order = [cur, *(i for i in range(n) if i != cur)]
-        node = _Node(n, order, cur)
-        if self.por and runnable is not None:
-            node.tids = [t.tid for t in runnable]
-            node.ops = [t.pending for t in runnable]
-            node.sleep = {
-                t.tid: t.pending for t in runnable if self._sleep.get(t.tid, None) == t.pending
-            }
-            node.order = [i for i in order if node.tids[i] not in node.sleep]
-        stack.append(node)
-        return node
-
-    def _enter_child(self, node: _Node, choice: int) -> None:
-        op = node.ops[choice]
-        asleep = dict(node.sleep)
-        for i in node.order[: node.pos]:
-            asleep[node.tids[i]] = node.ops[i]
-        chosen = node.tids[choice]
-        self._sleep = {t: o for t, o in asleep.items() if t != chosen and _independent(o, op)}
-
-    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
-        ci = runnable.index(cur) if cur is not None else -1
-        node = self._node(len(runnable), ci, runnable)
-        if not node.order:
-            return -1  # every runnable thread is asleep: an equivalent schedule was explored
-        choice = node.order[node.pos]
-        if ci >= 0 and choice != ci:
-            self._pre += 1
-        if self.por:
-            self._enter_child(node, choice)
-        return choice
-
-    def choose(self, n: int, label: str) -> int:
-        node = self._node(n, -1, None)
-        return node.order[node.pos]
-
-    def end(self, outcome: RunOutcome) -> None:
-        stack = self._stack
-        del stack[self._depth :]
-        while stack:
-            node = stack[-1]
-            if node.pos + 1 < len(node.order):
-                node.pos += 1
-                break
-            stack.pop()
-        self._done = not stack
-
-    def exhausted(self) -> bool:
-        return self._done
-
-    @property
-    def seed_text(self) -> str:
-        bound = "inf" if self.bound is None else str(self.bound)
-        return f"{self._runs}b{bound}{'p' if self.por else ''}"
-
-
-class Replay(Strategy):
-    """Replays a token's choice stream; divergence raises NondeterminismError."""
-
-    def __init__(self, token: str) -> None:
-        self.name, self._seed, self._choices, self._fps = decode_token(token)
-        self._k = 0
-
-    def begin(self, sched: Scheduler) -> None:
-        self._k = 0
-
-    def _next(self) -> int:
-        k = self._k
-        if k >= len(self._choices):
-            raise NondeterminismError(f"replay ran past the {len(self._choices)} recorded choices")
-        self._k = k + 1
-        return self._choices[k]
-
-    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
-        return self._next()
-
-    def choose(self, n: int, label: str) -> int:
-        return self._next()
-
-    @property
-    def seed_text(self) -> str:
-        return self._seed
-
-    @property
-    def expected(self) -> list[int]:
-        return self._fps
-
-
-Program = Callable[[Scheduler], object]
+#: sets one run up on its fresh scheduler (boots the machine, spawns the first tasks)
+RunSetup = Callable[[Scheduler], object]
 Check = Callable[[Scheduler, RunOutcome], "str | None"]
 
 
@@ -300,7 +38,7 @@ class ExplorationResult:
 
 
 def explore(
-    program: Program,
+    setup: RunSetup,
     strategy: Strategy | Callable[[int], Strategy],
     budget: int,
     *,
@@ -311,9 +49,9 @@ def explore(
     keep_failures: int = 5,
     persist_lockdep: bool = False,
 ) -> ExplorationResult:
-    """Run `program` up to `budget` times under `strategy` (an instance reused across runs,
-    or a factory called with the run index). A run fails if its outcome is not ok or `check`
-    returns a message."""
+    """Run `setup`'s program up to `budget` times under `strategy` (an instance reused across
+    runs, or a factory called with the run index). A run fails if its outcome is not ok or
+    `check` returns a message."""
     result = ExplorationResult()
     graph = LockGraph() if persist_lockdep else None
     seen_reports: set[tuple[str, ...]] = set()
@@ -323,7 +61,7 @@ def explore(
             result.exhausted = True
             break
         sched = Scheduler(strat, trace=trace, max_steps=max_steps, lockdep_graph=graph)
-        program(sched)
+        setup(sched)
         out = sched.run()
         result.runs += 1
         result.outcomes[out.kind] = result.outcomes.get(out.kind, 0) + 1
@@ -345,3 +83,6 @@ def explore(
             result.exhausted = True
             break
     return result
+
+
+__all__ = ["Check", "ExplorationResult", "RunSetup", "explore"]

@@ -13,10 +13,39 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from loopdev.sim.sched import Scheduler, Thread
+
+class LockOwner(Protocol):
+    """What lockdep reads of a thread (a scheduler's ``Thread``)."""
+
+    @property
+    def kstack(self) -> list[str]:
+        """The kfunc names it is inside, outermost first."""
+        ...
+
+    @property
+    def held(self) -> list[Any]:
+        """Its held-lock stack (:class:`HeldLock` entries), kept by lockdep."""
+        ...
+
+    @property
+    def ident(self) -> str:
+        """``comm/pid``."""
+        ...
+
+
+class _Emitter(Protocol):
+    def emit(self, kind: str, name: str, detail: str = "") -> None: ...
+
+
+class TracedRun(Protocol):
+    """The run whose trace a report is recorded in (a ``Scheduler``)."""
+
+    @property
+    def tracing(self) -> bool: ...
+    @property
+    def trace(self) -> _Emitter: ...
 
 #: lockdep wait types (inner:outer) by primitive kind
 WAIT_SLEEP = (3, 3)  # mutex, rwsem, percpu rwsem
@@ -168,7 +197,7 @@ class Lockdep:
     ident = "loopdev-model #1 Not tainted"
 
     def __init__(
-        self, sched: Scheduler | None, *, graph: LockGraph | None = None, enabled: bool = True
+        self, sched: TracedRun | None, *, graph: LockGraph | None = None, enabled: bool = True
     ) -> None:
         self.sched = sched
         self.graph = graph if graph is not None else LockGraph()
@@ -178,7 +207,7 @@ class Lockdep:
 
     def acquire(
         self,
-        thread: Thread | None,
+        thread: LockOwner | None,
         lock: object,
         class_name: str,
         *,
@@ -216,7 +245,7 @@ class Lockdep:
                     self._report_circular(thread, new, held, path)
         thread.held.append(new)
 
-    def release(self, thread: Thread | None, lock: object) -> None:
+    def release(self, thread: LockOwner | None, lock: object) -> None:
         """Drop `lock` from the thread's held stack (any position, as lock_release)."""
         if not self.enabled or thread is None:
             return
@@ -226,7 +255,7 @@ class Lockdep:
                 del held[i]
                 return
 
-    def check_sleep(self, thread: Thread | None, what: str) -> None:
+    def check_sleep(self, thread: LockOwner | None, what: str) -> None:
         """`might_sleep()`: report sleeping while holding a spinlock."""
         if not self.enabled or thread is None:
             return
@@ -247,7 +276,7 @@ class Lockdep:
             LockdepReport("atomic-sleep", (*classes, what), thread.ident, "\n".join(out) + "\n")
         )
 
-    def check_user_return(self, thread: Thread | None) -> None:
+    def check_user_return(self, thread: LockOwner | None) -> None:
         """Report locks still held when a task returns to user space."""
         if not self.enabled or thread is None or not thread.held:
             return
@@ -266,7 +295,7 @@ class Lockdep:
 
     # -- reports ---------------------------------------------------------------------------
 
-    def _held_lines(self, thread: Thread) -> list[str]:
+    def _held_lines(self, thread: LockOwner) -> list[str]:
         n = len(thread.held)
         lines = [f"{n} lock{'s' if n != 1 else ''} held by {thread.ident}:"]
         lines += [f" #{i}: {h.line()}" for i, h in enumerate(thread.held)]
@@ -282,7 +311,7 @@ class Lockdep:
             s.trace.emit("lockdep", report.title, " -> ".join(report.classes))
 
     def _report_circular(
-        self, thread: Thread, new: HeldLock, held: HeldLock, path: list[Edge]
+        self, thread: LockOwner, new: HeldLock, held: HeldLock, path: list[Edge]
     ) -> None:
         classes = self.graph.classes
         src, tgt = new.cls, held.cls
@@ -336,7 +365,7 @@ class Lockdep:
         chain = (src.name, *(e.next for e in path))
         self._emit(LockdepReport("circular", chain, thread.ident, "\n".join(out) + "\n"))
 
-    def _report_recursive(self, thread: Thread, new: HeldLock, held: HeldLock) -> None:
+    def _report_recursive(self, thread: LockOwner, new: HeldLock, held: HeldLock) -> None:
         bar = "=" * 44
         name = new.cls.name
         out = [

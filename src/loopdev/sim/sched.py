@@ -11,7 +11,6 @@ graph.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import contextlib
 import functools
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 from greenlet import GreenletExit, greenlet
 
 from loopdev.sim.lockdep import Lockdep, LockGraph
+from loopdev.sim.strategy import NondeterminismError, Strategy, encode_token
 from loopdev.sim.trace import Trace
 
 if TYPE_CHECKING:
@@ -37,10 +37,6 @@ R = TypeVar("R")
 
 NEW, RUNNABLE, BLOCKED, DONE = 0, 1, 2, 3
 STATE_NAMES = ("new", "runnable", "blocked", "done")
-
-
-class NondeterminismError(RuntimeError):
-    """A replay saw different runnable sets (or choices) than the recording."""
 
 
 class SchedulerError(RuntimeError):
@@ -195,44 +191,6 @@ class RunOutcome:
             lines.append(rep.format())
         lines.append(f"replay token: {self.token}")
         return "\n".join(lines)
-
-
-class Strategy:
-    """Decides which runnable thread continues and the value of each data choice."""
-
-    name = "strategy"
-    #: set (by `begin`) when `pick` is ``int(uniform() * len(runnable))``: the scheduler then
-    #: draws at its scheduling points without calling `pick` (the same choices, faster)
-    uniform: Callable[[], float] | None = None
-
-    def begin(self, sched: Scheduler) -> None:
-        """Called when a run starts."""
-
-    def pick(self, runnable: list[Thread], cur: Thread | None) -> int:
-        """Index into `runnable` (sorted by tid) of the thread to run next; -1 ends the run
-        as `pruned` (a redundant schedule)."""
-        raise NotImplementedError
-
-    def choose(self, n: int, label: str) -> int:
-        """A data choice in ``range(n)``."""
-        raise NotImplementedError
-
-    def end(self, outcome: RunOutcome) -> None:
-        """Called when a run ends."""
-
-    @property
-    def seed_text(self) -> str:
-        """The seed part of the replay token."""
-        return "0"
-
-    @property
-    def expected(self) -> list[int] | None:
-        """Fingerprints a replay must see (None when not replaying)."""
-        return None
-
-    def exhausted(self) -> bool:
-        """True when a systematic strategy has nothing left to explore."""
-        return False
 
 
 _current: Scheduler | None = None
@@ -815,68 +773,8 @@ def kfunc(arg: Callable[P, R] | str) -> Callable[P, R] | Callable[[Callable[P, R
     return _wrap_kfunc(arg, arg.__name__)
 
 
-# -- replay tokens -----------------------------------------------------------------------------
-
-
-def _varints(values: list[int], out: bytearray) -> None:
-    for v in values:
-        while v >= 0x80:
-            out.append((v & 0x7F) | 0x80)
-            v >>= 7
-        out.append(v)
-
-
-def _read_varints(data: bytes, pos: int, count: int) -> tuple[list[int], int]:
-    values: list[int] = []
-    for _ in range(count):
-        v = shift = 0
-        while True:
-            b = data[pos]
-            pos += 1
-            v |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-        values.append(v)
-    return values, pos
-
-
-def encode_token(strategy: str, seed: str, choices: list[int], fingerprints: list[int]) -> str:
-    """`strategy:seed:payload`, the payload a base64 of the compressed choice list."""
-    raw = bytearray()
-    _varints([len(choices)], raw)
-    _varints(choices, raw)
-    _varints(fingerprints, raw)
-    payload = base64.urlsafe_b64encode(zlib.compress(bytes(raw), 9)).decode().rstrip("=")
-    return f"{strategy}:{seed}:{payload}"
-
-
-def decode_token(token: str) -> tuple[str, str, list[int], list[int]]:
-    """The inverse of :func:`encode_token`."""
-    try:
-        strategy, seed, payload = token.strip().split(":", 2)
-        data = zlib.decompress(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        (count,), pos = _read_varints(data, 0, 1)
-        choices, pos = _read_varints(data, pos, count)
-        fps, _ = _read_varints(data, pos, count)
-    except (ValueError, IndexError, zlib.error) as e:
-        raise ValueError(f"not a replay token: {token[:40]!r}") from e
-    return strategy, seed, choices, fps
-
-
-from loopdev.sim.explore import (  # noqa: E402  (strategies build on Strategy above)
-    PCT,
-    BoundedDFS,
-    ExplorationResult,
-    RandomWalk,
-    Replay,
-    explore,
-)
-
 __all__ = [
-    "BLOCKED", "CLOCK", "DONE", "NEW", "PCT", "RUNNABLE", "BoundedDFS", "ExplorationResult",
-    "NondeterminismError", "RandomWalk", "Replay", "RunOutcome", "Scheduler", "SchedulerError",
-    "Strategy", "Thread", "WaitEdge", "block", "choose", "current_scheduler", "current_thread",
-    "decode_token", "emit", "encode_token", "explore", "kfunc", "maybe_scheduler", "now", "point",
-    "sleep", "spawn", "tracing", "wake",
+    "BLOCKED", "CLOCK", "DONE", "NEW", "RUNNABLE", "RunOutcome", "Scheduler", "SchedulerError",
+    "Thread", "WaitEdge", "block", "choose", "current_scheduler", "current_thread", "emit",
+    "kfunc", "maybe_scheduler", "now", "point", "sleep", "spawn", "tracing", "wake",
 ]  # fmt: skip

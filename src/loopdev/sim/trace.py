@@ -8,10 +8,23 @@ replaying a token gives a byte-identical trace. Recording appends plain tuples (
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from loopdev.sim.sched import Scheduler
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class RunClock(Protocol):
+    """Where a trace reads each event's step, virtual time and thread (a ``Scheduler``)."""
+
+    @property
+    def steps(self) -> int: ...
+    @property
+    def clock(self) -> float: ...
+    @property
+    def current(self) -> _Named | None: ...
 
 KINDS = frozenset(
     {
@@ -48,7 +61,7 @@ class Trace:
 
     __slots__ = ("_events", "_raw", "_sched", "enabled")
 
-    def __init__(self, sched: Scheduler | None = None, *, enabled: bool = True) -> None:
+    def __init__(self, sched: RunClock | None = None, *, enabled: bool = True) -> None:
         self._sched = sched
         self.enabled = enabled
         self._raw: list[tuple[int, float, str, str, str, str]] = []
