@@ -18,13 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from loopdev.lab.scenarios import by_name
 from loopdev.vm import check, debian, variants
 from loopdev.vm.build import ModuleBuildError, PatchError, build_module
 from loopdev.vm.guest import GuestOptions, run_guest
 from loopdev.vm.protocol import Event, Job
 from loopdev.vm.qemu import Machine
 from loopdev.vm.run import GUEST_SCENARIOS, VariantResult, plan_cells, run_variants
-from loopdev.vm.userspaces import TIMING_DISTORTED, USERSPACES
+from loopdev.vm.userspaces import USERSPACES, timing_distortion
 
 DEFAULT_USERSPACES = ("util-linux-2.37", "util-linux-2.38", "loopdev")
 
@@ -201,7 +202,7 @@ def table(results: list[VariantResult]) -> str:
             k = cell.key
             counts = ", ".join(f"{label} {n}" for label, n in sorted(cell.counts.items()))
             cut = f" (+{cell.cut} cut)" if cell.cut else ""
-            mark = " *" if k.userspace in TIMING_DISTORTED else ""
+            mark = " *" if timing_distortion(by_name(k.scenario).udev, k.userspace) else ""
             lines.append(f"{k.column:<18} {k.scenario:<20} {k.userspace + mark:<20} "
                          f"{cell.failures:>4}/{cell.checked:<4}  {counts}{cut}")  # fmt: skip
     lines.append("")
@@ -212,9 +213,10 @@ def table(results: list[VariantResult]) -> str:
             lines.append(f"guest {g.column}: {g.status}{msg} ({boot}{g.seconds:.1f} s)")
             lines.extend(f"  kernel {w}" for w in g.warnings[:3])
         lines.extend(f"note {r.column}: {n}" for n in dict.fromkeys(r.notes))
-    if any(c.key.userspace in TIMING_DISTORTED for r in results for c in r.cells.values()):
-        lines.append("* a process start per step: ~50x slower under emulation than on hardware "
-                     "(timing-distorted)")  # fmt: skip
+    reasons = {timing_distortion(by_name(c.key.scenario).udev, c.key.userspace)
+               for r in results for c in r.cells.values()} - {""}  # fmt: skip
+    for why in sorted(reasons):
+        lines.append(f"* timing-distorted: {why}")
     return "\n".join(lines)
 
 

@@ -109,16 +109,20 @@ class Agent:
             try:
                 self._trials(scenario, env, plan)
             finally:
-                self.set_deadline(None)
+                self.emit("start", scenario=plan.scenario, userspace=plan.userspace, i=-1,
+                          phase="cleanup", uptime=_uptime())  # fmt: skip
+                self.set_deadline(self.job.trial_timeout)
                 try:
                     scenario.cleanup(env)
                 except OSError as e:
                     if e.errno != errno.ENOENT:
                         self.emit("note", text=f"cleanup of {plan.scenario}: {e}")
                 reset_workdir(env)
+                self.set_deadline(None)
 
     def _trials(self, scenario: Scenario, env: Env, plan: CellPlan) -> None:
         key = {"scenario": plan.scenario, "userspace": plan.userspace}
+        self.emit("start", **key, i=-1, phase="prepare", uptime=_uptime())
         self.set_deadline(self.job.trial_timeout * 4)
         try:
             scenario.prepare(env)

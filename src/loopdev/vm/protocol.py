@@ -4,7 +4,7 @@
 * ``events.jsonl`` (agent -> host): one JSON object per line, appended and flushed as they
   happen, so the host shows progress and keeps every finished trial even if the guest dies.
   Kinds: ``ready`` (agent started: kernel, util-linux), ``cell`` (a cell begins), ``start``
-  (a trial begins), ``trial`` (a trial's outcome), ``note``, ``done`` (all cells ran).
+  (a trial, ``i`` = -1 with ``phase`` for a cell's prepare and cleanup, begins), ``trial`` (a trial's outcome), ``note``, ``done`` (all cells ran).
 """
 
 from __future__ import annotations

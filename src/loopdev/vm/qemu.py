@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def command(
 KERNEL_ARGS = "console=ttyS0 rdinit=/init panic=-1 oops=panic mitigations=off tsc=reliable loglevel=4"
 
 
+#: every QEMU this process started and has not reaped yet (for :func:`kill_all`)
+_LIVE: set[QemuProcess] = set()
+_LIVE_LOCK = threading.Lock()
+
+
 class QemuProcess:
     """A running QEMU, in its own process group; :meth:`kill` ends it by its PID."""
 
@@ -76,6 +82,8 @@ class QemuProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        with _LIVE_LOCK:
+            _LIVE.add(self)
 
     @property
     def pid(self) -> int:
@@ -90,3 +98,16 @@ class QemuProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+
+
+def kill_all() -> None:
+    """Kill every guest this process started (Ctrl-C, an error in another guest's thread):
+    each by its PID; their watchers then see them gone and clean up."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for q in live:
+        if q.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(q.proc.pid, signal.SIGKILL)

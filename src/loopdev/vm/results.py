@@ -13,7 +13,7 @@ from loopdev.vm.guest import HANG, OK, PANIC, GuestRun
 from loopdev.vm.protocol import CellPlan, Job, record_from_json
 
 
-def unfinished_outcome(run: GuestRun, trial_timeout: float) -> Outcome:
+def unfinished_outcome(run: GuestRun) -> Outcome:
     """What the trial that was running when the guest stopped counts as."""
     log = run.dmesg or run.console
     if run.status == PANIC:
@@ -22,27 +22,29 @@ def unfinished_outcome(run: GuestRun, trial_timeout: float) -> Outcome:
         blocked = stacks.blocked_tasks(log)
         if blocked:
             where = "; ".join(t.summary() for t in blocked[:3])
-            return Outcome(
-                "deadlock", "hang", f"no progress in {trial_timeout:g} s; blocked: {where}"
-            )
+            return Outcome("deadlock", "hang", f"no progress by the watchdog's deadline; blocked: {where}")
         return Outcome(
             "error", "hang",
-            f"the trial did not finish in {trial_timeout:g} s and no task was blocked in the "
-            "kernel (a lab bug, not a kernel verdict)",
+            "no progress by the watchdog's deadline and no task was blocked in the kernel (a "
+            "lab bug, not a kernel verdict)",
         )  # fmt: skip
     return Outcome("error", run.status, run.message or "the guest stopped")
 
 
-def fold(run: GuestRun, job: Job, column: str, strategy: str) -> dict[CellKey, CellResult]:
+def fold(
+    run: GuestRun, job: Job, column: str, strategy: str, notes: list[str] | None = None
+) -> dict[CellKey, CellResult]:
     """One cell per planned (scenario, userspace), with every trial the guest reported, the
-    unfinished one classified, and the rest counted as cut."""
+    unfinished one (or a hung prepare) classified, and the rest counted as cut. A guest that
+    stopped in a cleanup, after all the trials of its cell, adds to ``notes``."""
+    notes = notes if notes is not None else []
     cells: dict[CellKey, CellResult] = {}
     plans: dict[tuple[str, str], CellPlan] = {}
     for plan in job.cells:
         key = CellKey(plan.scenario, plan.userspace, column)
         cells[key] = CellResult(key, strategy=strategy, planned=plan.trials)
         plans[(plan.scenario, plan.userspace)] = plan
-    running: CellKey | None = None
+    running: tuple[CellKey, str] | None = None
     for ev in run.events:
         if ev.kind not in ("start", "trial"):
             continue
@@ -50,13 +52,20 @@ def fold(run: GuestRun, job: Job, column: str, strategy: str) -> dict[CellKey, C
         if key not in cells:
             continue
         if ev.kind == "start":
-            running = key
+            running = (key, str(ev.data.get("phase", "trial")))
         else:
             cells[key].add(record_from_json(ev.data))
             running = None
     if running is not None and run.status != OK:
-        cell = cells[running]
-        cell.add(RunRecord(cell.runs, unfinished_outcome(run, job.trial_timeout)))
+        key, phase = running
+        outcome = unfinished_outcome(run)
+        if phase == "cleanup":  # every trial has its verdict; the hang is the guest's note
+            notes.append(f"{key}: the guest stopped in the scenario's cleanup: "
+                         f"{outcome.label}: {outcome.message}")  # fmt: skip
+        else:
+            if phase == "prepare":
+                outcome = Outcome(outcome.kind, outcome.failure, f"prepare: {outcome.message}")
+            cells[key].add(RunRecord(cells[key].runs, outcome))
     for cell in cells.values():
         if cell.is_unsupported:
             continue

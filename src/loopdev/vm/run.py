@@ -19,10 +19,10 @@ from typing import Any
 
 from loopdev.lab.outcome import CellKey, CellResult
 from loopdev.lab.scenarios import by_name
-from loopdev.vm import build, results, stacks
+from loopdev.vm import build, qemu, results, stacks
 from loopdev.vm.guest import GuestOptions, GuestRun, run_guest
 from loopdev.vm.protocol import CellPlan, Event, Job
-from loopdev.vm.userspaces import TIMING_DISTORTED, USERSPACES
+from loopdev.vm.userspaces import USERSPACES, timing_distortion
 from loopdev.vm.variants import ModuleSource, module_source
 
 #: scenarios a guest runs (the model-only ones, resume-chain and iouring-kill's
@@ -84,7 +84,9 @@ class VariantResult:
         for cell in self.cells.values():
             d = cell.to_json()
             d["backend"] = "vm"
-            d["timing_distorted"] = cell.key.userspace in TIMING_DISTORTED
+            d["timing_distorted"] = timing_distortion(
+                by_name(cell.key.scenario).udev, cell.key.userspace
+            )
             cells.append(d)
         return {
             "column": self.column,
@@ -229,16 +231,30 @@ def run_variants(
                     on_event(column, ev)
 
         run = run_guest(module, job, options, event)
-        folded = results.fold(run, job, column, _strategy(options))
+        if run.boot_seconds is None:  # never came up (a boot hiccup): once more
+            first = f"{run.status}: {run.message}"
+            run = run_guest(module, job, options, event)
+            with lock:
+                result.notes.append(f"a guest did not come up ({first}); booted again")
+        notes: list[str] = []
+        folded = results.fold(run, job, column, _strategy(options), notes)
         with lock:
+            result.notes.extend(notes)
             result.cells.update(folded)
             result.guests.append(_summary(column, run))
             result.notes.extend(str(e.data.get("text", "")) for e in run.events
                                 if e.kind == "note")  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for future in [pool.submit(one, item) for item in work]:
-            future.result()
+        futures = [pool.submit(one, item) for item in work]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:  # Ctrl-C or a failed guest: no guest outlives the call
+            for future in futures:
+                future.cancel()
+            qemu.kill_all()
+            raise
     for result in out:
         order = {(c.scenario, c.userspace): i for i, c in enumerate(cells)}
         result.cells = dict(sorted(result.cells.items(),

@@ -35,6 +35,18 @@ USERSPACES: dict[str, str] = {
 TIMING_DISTORTED = frozenset({"util-linux-2.38-bin"})
 
 
+def timing_distortion(scenario_udev: bool, row: str) -> str:
+    """Why a guest cell's timing is not hardware's ('' when it is comparable): every step a
+    fresh process (the -bin row), or a real udevd, whose probing runs ~50x slower under
+    emulation and so holds the device open far longer than on hardware."""
+    why = []
+    if row in TIMING_DISTORTED:
+        why.append("a process start per step (~50x slower under TCG)")
+    if scenario_udev:
+        why.append("udevd's probes run ~50x slower under TCG and hold the device longer")
+    return "; ".join(why)
+
+
 class InProcessKernel(LinuxKernel):
     """The real kernel, with util-linux's programs run in this process: ``run(["mount", ...])``
     calls the modelled program (after its modelled start-up time) instead of exec()."""
