@@ -4,6 +4,7 @@ a plugin's module is not part of the installation."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +36,15 @@ def test_bench_is_not_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     code = cli_main.main(["bench"])
     assert code != 0
     assert "bench" in capsys.readouterr().err
+
+
+def test_a_plugin_that_fails_to_import_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "broken_plugin_for_test.py").write_text("from loopdev.errors import NoSuchName\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli_main.PLUGINS, "vm", "broken_plugin_for_test")
+    code = cli_main.main(["vm"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("loopdev: `loopdev vm` cannot start: ")
+    assert "NoSuchName" in err and "Traceback" not in err

@@ -37,7 +37,17 @@ def _plugin(name: str) -> ModuleType | None:
     except ModuleNotFoundError as e:
         if e.name == PLUGINS[name]:
             return None
-        raise
+        raise _broken(name, e) from e
+    except ImportError as e:
+        raise _broken(name, e) from e
+
+
+def _broken(name: str, e: ImportError) -> LoopdevError:
+    """A plugin that is there but cannot be imported: say so in one line, not a traceback."""
+    return LoopdevError(
+        f"`loopdev {name}` cannot start: {PLUGINS[name]} fails to import ({e})",
+        hint="the other commands work without it; reinstall loopdev or report the error",
+    )
 
 
 def run_plugin(name: str, argv: Sequence[str]) -> int:
