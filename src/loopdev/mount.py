@@ -231,6 +231,20 @@ def _check_target(k: Kernel, target: str) -> str:
     return canonical
 
 
+#: errno of a failed mount(2) → (message, hint); {image}, {target}, {fstype}, {why} filled in
+_MOUNT_ERRORS: dict[int, tuple[str, str]] = {
+    errno.ENODEV: (
+        "cannot mount {image}: unknown filesystem type {fstype!r}",
+        "check the type name (see /proc/filesystems)",
+    ),
+    errno.EBUSY: ("cannot mount {image} on {target}: {why}", "is it in use?"),
+    errno.EIO: (
+        "cannot mount {image}: I/O error reading its superblock",
+        "the image may be damaged, or its loop device was torn down under the mount",
+    ),
+}
+
+
 def _mount_error(image: str, target: str, fstype: str, e: OSError, explicit: bool) -> LoopdevError:
     if e.errno in (errno.EPERM, errno.EACCES):
         return NotPermittedError(
@@ -239,35 +253,18 @@ def _mount_error(image: str, target: str, fstype: str, e: OSError, explicit: boo
             errno=e.errno,
             filename=image,
         )
-    if e.errno == errno.ENODEV:
-        return MountError(
-            f"cannot mount {image}: unknown filesystem type {fstype!r}",
-            hint="check the type name (see /proc/filesystems)",
-            errno=e.errno,
-            filename=image,
+    message, hint = _MOUNT_ERRORS.get(e.errno or 0, ("cannot mount {image} as {fstype}: {why}", ""))
+    if e.errno not in _MOUNT_ERRORS and explicit:
+        message = (
+            "cannot mount {image} as {fstype}: wrong filesystem type or bad superblock ({why})"
         )
-    if e.errno == errno.EBUSY:
-        return MountError(
-            f"cannot mount {image} on {target}: {why(e)}",
-            hint="is it in use?",
-            errno=e.errno,
-            filename=image,
-        )
-    if e.errno == errno.EIO:
-        return MountError(
-            f"cannot mount {image}: I/O error reading its superblock",
-            hint="the image may be damaged, or its loop device was torn down under the mount",
-            errno=e.errno,
-            filename=image,
-        )
-    if explicit:
-        return MountError(
-            f"cannot mount {image} as {fstype}: wrong filesystem type or bad superblock ({why(e)})",
-            hint="check the filesystem type, or omit it to detect it",
-            errno=e.errno,
-            filename=image,
-        )
-    return MountError(f"cannot mount {image} as {fstype}: {why(e)}", errno=e.errno, filename=image)
+        hint = "check the filesystem type, or omit it to detect it"
+    return MountError(
+        message.format(image=image, target=target, fstype=fstype, why=why(e)),
+        hint=hint or None,
+        errno=e.errno,
+        filename=image,
+    )
 
 
 def _sniff(k: Kernel, image: str, offset: int, sizelimit: int) -> str | None:

@@ -14,13 +14,15 @@ from loopdev.errors import BusyError, LoopdevError, NotALoopDeviceError, NotPerm
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-    from typing import TextIO
+    from collections.abc import Callable, Sequence
+    from typing import TextIO, TypeVar
 
     from loopdev.cli.lsargs import Plan
     from loopdev.device import LoopDevice
     from loopdev.errors import Holder
     from loopdev.status import LoopStatus
+
+    T = TypeVar("T")
 
 
 def row(st: LoopStatus) -> listing.Row:
@@ -88,6 +90,15 @@ def _open(device: str) -> LoopDevice:
     from loopdev.device import LoopDevice
 
     return LoopDevice.open(device)
+
+
+def _change(device: str, change: Callable[[LoopDevice], T]) -> T:
+    """``change`` applied to a handle on the bound ``device``, which stays attached."""
+    handle = _open(device)
+    try:
+        return change(handle)
+    finally:
+        handle.relinquish()
 
 
 def _device_number(device: str) -> int:
@@ -267,30 +278,19 @@ class Losetup:
 
     # -- changes to a bound device -------------------------------------------------------
     def do_set_capacity(self, plan: Plan) -> int:
-        handle = _open(plan.devices[0])
-        try:
-            size = handle.set_capacity()
-        finally:
-            handle.relinquish()
+        size = _change(plan.devices[0], lambda h: h.set_capacity())
         if plan.verbose:
-            self.err.write(f"loopdev: {handle.path}: capacity is now {size} bytes\n")
+            self.err.write(f"loopdev: {plan.devices[0]}: capacity is now {size} bytes\n")
         return 0
 
     def do_set_direct_io(self, plan: Plan) -> int:
-        handle = _open(plan.devices[0])
-        try:
-            handle.set_direct_io(plan.direct_io)
-        finally:
-            handle.relinquish()
+        _change(plan.devices[0], lambda h: h.set_direct_io(plan.direct_io))
         return 0
 
     def do_set_blocksize(self, plan: Plan) -> int:
-        assert plan.block_size is not None
-        handle = _open(plan.devices[0])
-        try:
-            handle.set_block_size(plan.block_size)
-        finally:
-            handle.relinquish()
+        size = plan.block_size
+        assert size is not None
+        _change(plan.devices[0], lambda h: h.set_block_size(size))
         return 0
 
     # -- listings ------------------------------------------------------------------------
