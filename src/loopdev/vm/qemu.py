@@ -46,7 +46,7 @@ def command(
     return [
         qemu_binary(),
         "-accel", machine.accel,
-        "-cpu", "max",
+        "-cpu", "host" if machine.accel == "kvm" else "max",
         "-m", str(machine.memory_mib),
         "-smp", str(machine.vcpus),
         "-nodefaults", "-no-user-config", "-no-reboot",
