@@ -91,7 +91,7 @@ class Agent:
         scenario = by_name(plan.scenario)
         udev_wanted = scenario.udev and self.job.udevd
         with self._udev(udev_wanted) as udev_on:
-            kernel, userspace = make_userspace(plan.userspace)
+            kernel, userspace = make_userspace(plan.userspace, self.job.release)
             env = Env(
                 kernel=kernel,
                 userspace=userspace,

@@ -39,6 +39,9 @@ class Job:
     #: instead of cells: run this Python file (a path on the host's root) with its arguments,
     #: its stdout/stderr captured into the agent log and ``output`` events
     script: list[str] = field(default_factory=list)
+    #: what ``uname_release()`` answers in the guest: the release of the module's design
+    #: (``6.11.0``, ``5.17.0-rc1+taskwork``), as the model kernel answers; None: the real one
+    release: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

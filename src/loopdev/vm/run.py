@@ -19,6 +19,8 @@ from typing import Any
 
 from loopdev.lab.outcome import CellKey, CellResult
 from loopdev.lab.scenarios import by_name
+from loopdev.sim.kernel import release_of
+from loopdev.sim.loop import driver_class
 from loopdev.vm import build, qemu, results, stacks
 from loopdev.vm.guest import GuestOptions, GuestRun, run_guest
 from loopdev.vm.protocol import CellPlan, Event, Job
@@ -151,6 +153,14 @@ def _strategy(options: GuestOptions) -> str:
     return f"real trials (vm: {m.accel}, {m.vcpus} vCPU)"
 
 
+def design_release(variant: str | None) -> str | None:
+    """The release the model reports for ``variant`` (None for a user's patch: the guest's
+    own ``uname -r``)."""
+    if variant is None:
+        return None
+    return release_of(driver_class(variant))
+
+
 def _prepare(src: ModuleSource) -> tuple[build.BuiltModule | None, str]:
     try:
         return build.build_module(src), ""
@@ -216,8 +226,9 @@ def run_variants(
             result.unavailable = why
             continue
         result.build_seconds = module.seconds
+        release = design_release(src.variant)
         for chunk in split(cells, guests_per_variant):
-            job = Job(cells=chunk, trial_timeout=trial_timeout, udevd=udevd)
+            job = Job(cells=chunk, trial_timeout=trial_timeout, udevd=udevd, release=release)
             work.append((result, module, job))
     lock = threading.Lock()
 

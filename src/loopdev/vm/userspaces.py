@@ -47,12 +47,25 @@ def timing_distortion(scenario_udev: bool, row: str) -> str:
     return "; ".join(why)
 
 
-class InProcessKernel(LinuxKernel):
+class GuestKernel(LinuxKernel):
+    """The guest's real kernel; ``uname_release()`` answers with the release of the loop
+    design the module implements (as the model kernel does), not Debian's ``6.1.0-N-amd64``,
+    so the library picks its detach for that design (``loopdev.teardown``)."""
+
+    def __init__(self, release: str | None = None) -> None:
+        super().__init__()
+        self.design_release = release
+
+    def uname_release(self) -> str:
+        return self.design_release or super().uname_release()
+
+
+class InProcessKernel(GuestKernel):
     """The real kernel, with util-linux's programs run in this process: ``run(["mount", ...])``
     calls the modelled program (after its modelled start-up time) instead of exec()."""
 
-    def __init__(self, programs: dict[str, Program]) -> None:
-        super().__init__()
+    def __init__(self, programs: dict[str, Program], release: str | None = None) -> None:
+        super().__init__(release)
         self.programs = programs
 
     def run(
@@ -65,16 +78,17 @@ class InProcessKernel(LinuxKernel):
         return prog(self, list(argv))
 
 
-def make_userspace(row: str) -> tuple[LinuxKernel, Userspace]:
-    """The kernel port and the userspace of row ``row`` on the running (guest) kernel;
-    KeyError if the row is unknown."""
+def make_userspace(row: str, release: str | None = None) -> tuple[LinuxKernel, Userspace]:
+    """The kernel port and the userspace of row ``row`` on the running (guest) kernel, whose
+    ``uname_release()`` is ``release`` when given; KeyError if the row is unknown."""
     if row == "loopdev":
-        kernel = LinuxKernel()
+        kernel = GuestKernel(release)
         return kernel, LoopdevLibrary(kernel)
     if row == "util-linux-2.38-bin":
-        kernel = LinuxKernel()
+        kernel = GuestKernel(release)
         return kernel, UtilLinux(kernel, row)
     if row in ("util-linux-2.37", "util-linux-2.38"):
-        kernel = InProcessKernel(util_linux_programs(row.removeprefix("util-linux-")))
+        programs = util_linux_programs(row.removeprefix("util-linux-"))
+        kernel = InProcessKernel(programs, release)
         return kernel, UtilLinux(kernel, row)
     raise KeyError(f"unknown userspace {row!r}; known: {', '.join(USERSPACES)}")
