@@ -18,9 +18,10 @@ from pathlib import Path
 import loopdev
 from loopdev.vm.cache import cache_dir
 
-#: snapshots not used for this long are removed when a new one is made
-KEEP_SECONDS = 7 * 24 * 3600
-
+#: snapshots kept besides the newest ones (each is the whole package, ~1 MB + bytecode)
+KEEP = 4
+#: a snapshot used this recently is never removed (another run's guests may be reading it)
+IN_USE_SECONDS = 3600
 
 def _files(package: Path) -> list[Path]:
     return sorted(
@@ -68,13 +69,18 @@ def code_snapshot(package: Path | None = None) -> Path:
 
 
 def _prune(base: Path, keep: Path) -> None:
+    """Remove snapshots beyond the :data:`KEEP` most recently used, and abandoned staging
+    directories, but nothing used within :data:`IN_USE_SECONDS`."""
     now = time.time()
+    entries = []
     for entry in base.iterdir():
-        if entry == keep:
-            continue
         try:
-            old = now - entry.stat().st_mtime > KEEP_SECONDS
+            entries.append((entry.stat().st_mtime, entry))
         except OSError:
             continue
-        if old or (entry.name.startswith("staging-") and now - entry.stat().st_mtime > 3600):
+    entries.sort(reverse=True)
+    for rank, (mtime, entry) in enumerate(entries):
+        if entry == keep or now - mtime < IN_USE_SECONDS:
+            continue
+        if rank >= KEEP or entry.name.startswith("staging-"):
             shutil.rmtree(entry, ignore_errors=True)
