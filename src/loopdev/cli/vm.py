@@ -202,7 +202,7 @@ def table(results: list[VariantResult]) -> str:
             k = cell.key
             counts = ", ".join(f"{label} {n}" for label, n in sorted(cell.counts.items()))
             cut = f" (+{cell.cut} cut)" if cell.cut else ""
-            mark = " *" if timing_distortion(by_name(k.scenario).udev, k.userspace) else ""
+            mark = " *" if timing_distortion(k.scenario, by_name(k.scenario).udev, k.userspace) else ""
             lines.append(f"{k.column:<18} {k.scenario:<20} {k.userspace + mark:<20} "
                          f"{cell.failures:>4}/{cell.checked:<4}  {counts}{cut}")  # fmt: skip
     lines.append("")
@@ -213,7 +213,7 @@ def table(results: list[VariantResult]) -> str:
             lines.append(f"guest {g.column}: {g.status}{msg} ({boot}{g.seconds:.1f} s)")
             lines.extend(f"  kernel {w}" for w in g.warnings[:3])
         lines.extend(f"note {r.column}: {n}" for n in dict.fromkeys(r.notes))
-    reasons = {timing_distortion(by_name(c.key.scenario).udev, c.key.userspace)
+    reasons = {timing_distortion(c.key.scenario, by_name(c.key.scenario).udev, c.key.userspace)
                for r in results for c in r.cells.values()} - {""}  # fmt: skip
     for why in sorted(reasons):
         lines.append(f"* timing-distorted: {why}")

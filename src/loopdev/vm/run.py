@@ -87,7 +87,7 @@ class VariantResult:
             d = cell.to_json()
             d["backend"] = "vm"
             d["timing_distorted"] = timing_distortion(
-                by_name(cell.key.scenario).udev, cell.key.userspace
+                cell.key.scenario, by_name(cell.key.scenario).udev, cell.key.userspace
             )
             cells.append(d)
         return {

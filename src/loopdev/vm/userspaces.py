@@ -35,15 +35,21 @@ USERSPACES: dict[str, str] = {
 TIMING_DISTORTED = frozenset({"util-linux-2.38-bin"})
 
 
-def timing_distortion(scenario_udev: bool, row: str) -> str:
+#: scenarios whose background program is a real process under emulation
+_REAL_PROGRAMS = {"iouring-kill": "fio runs as a real process, ~50x slower under TCG"}
+
+
+def timing_distortion(scenario: str, scenario_udev: bool, row: str) -> str:
     """Why a guest cell's timing is not hardware's ('' when it is comparable): every step a
-    fresh process (the -bin row), or a real udevd, whose probing runs ~50x slower under
-    emulation and so holds the device open far longer than on hardware."""
+    fresh process (the -bin row), a real udevd, whose probes run ~50x slower under emulation
+    and so hold the device open far longer than on hardware, or a real background program."""
     why = []
     if row in TIMING_DISTORTED:
         why.append("a process start per step (~50x slower under TCG)")
     if scenario_udev:
         why.append("udevd's probes run ~50x slower under TCG and hold the device longer")
+    if scenario in _REAL_PROGRAMS:
+        why.append(_REAL_PROGRAMS[scenario])
     return "; ".join(why)
 
 
