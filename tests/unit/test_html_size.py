@@ -9,8 +9,8 @@ import re
 import pytest
 
 from loopdev.lab import html
+from loopdev.lab.diagram import chrome_trace_json
 from loopdev.lab.runner import LabConfig, LabResult, run_lab
-from loopdev.lab.trace import chrome_trace_json
 
 LINK = re.compile(r'<a href="#[^"]+" data-trace="([^"]+)" data-file="([^"]+)">')
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loopdev.kernel import RunResult
-from loopdev.lab.backends import classify
+from loopdev.lab.backends import error_kind
 from loopdev.lab.outcome import PASS, CellKey, CellResult, Outcome, RunRecord
 
 BUSY = Outcome("fail", "umount outer: EBUSY", "umount: /x/outer: target is busy.")
@@ -33,8 +33,8 @@ def test_util_linux_messages_classify_to_errnos() -> None:
     def r(msg: str, rc: int = 32) -> RunResult:
         return RunResult(rc, "", msg)
 
-    assert classify(r("umount: /mnt: target is busy.")) == "EBUSY"
-    assert classify(r("mount: /mnt: can't read superblock on /dev/loop0.")) == "EIO"
-    assert classify(r("mount: /mnt: wrong fs type, bad option, bad superblock on /dev/loop1")) == "EINVAL"
-    assert classify(r("losetup: /x.img: failed to set up loop device: Device or resource busy", 1)) == "EBUSY"
-    assert classify(r("something new", 5)) == "exit 5"
+    assert error_kind(r("umount: /mnt: target is busy.")) == "EBUSY"
+    assert error_kind(r("mount: /mnt: can't read superblock on /dev/loop0.")) == "EIO"
+    assert error_kind(r("mount: /mnt: wrong fs type, bad option, bad superblock on /dev/loop1")) == "EINVAL"
+    assert error_kind(r("losetup: /x.img: failed to set up loop device: Device or resource busy", 1)) == "EBUSY"
+    assert error_kind(r("something new", 5)) == "exit 5"

@@ -9,7 +9,7 @@ import pytest
 
 from loopdev import abi
 from loopdev.lab import images
-from loopdev.lab.userspace.libmount import MNT_ERR_LOOPDEV, MNT_ERR_LOOPOVERLAP, UtilLinux
+from loopdev.lab.userspace.libmount import MNT_ERR_LOOPDEV, MNT_ERR_LOOPOVERLAP, UtilLinuxVersion
 from loopdev.lab.userspace.mkfs import parse_size
 from loopdev.lab.userspace.mount import (
     UsageError,
@@ -77,7 +77,7 @@ def test_umount_args_and_messages() -> None:
 
 
 def test_util_linux_versions() -> None:
-    old, new = UtilLinux.of("2.37"), UtilLinux.of("2.38.1")
+    old, new = UtilLinuxVersion.of("2.37"), UtilLinuxVersion.of("2.38.1")
     assert not old.reuse_verifies_fd and not old.overlap_errors_skip
     assert new.reuse_verifies_fd and new.overlap_errors_skip
 

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from loopdev.lab import trace
+    from loopdev.lab import diagram
 
     if not args.token or args.token.count("/") < 3:
         print("loopdev: lab replay needs SCENARIO/USERSPACE/VARIANT/TOKEN", file=sys.stderr)
@@ -150,8 +150,8 @@ def _replay(args: argparse.Namespace) -> int:
     events = out.trace.to_json() if out is not None else rec.events or []
     if args.svg:
         with open(args.svg, "w", encoding="utf-8") as f:
-            f.write(trace.sequence_svg(events, title=f"{scenario} on {variant}"))
+            f.write(diagram.sequence_svg(events, title=f"{scenario} on {variant}"))
     if args.perfetto:
         with open(args.perfetto, "w", encoding="utf-8") as f:
-            f.write(trace.chrome_trace_json(events, process=f"{scenario} on {variant}"))
+            f.write(diagram.chrome_trace_json(events, process=f"{scenario} on {variant}"))
     return 0

@@ -36,7 +36,7 @@ _MESSAGES: tuple[tuple[str, str], ...] = (
 )
 
 
-def classify(result: RunResult) -> str:
+def error_kind(result: RunResult) -> str:
     """The errno-like kind of a failed util-linux run, from its message."""
     text = f"{result.stderr}\n{result.stdout}"
     for pattern, kind in _MESSAGES:
@@ -71,7 +71,7 @@ class UtilLinux:
         if r.returncode == 127 or "command not found" in r.stderr:
             raise Unsupported(f"{argv[0]} is not available here")
         if r.returncode != 0:
-            raise ScenarioFailure(step, classify(r), _first_line(r.stderr or r.stdout))
+            raise ScenarioFailure(step, error_kind(r), _first_line(r.stderr or r.stdout))
         return r
 
     def mount_loop(self, image: str, target: str, *, read_only: bool, step: str) -> None:

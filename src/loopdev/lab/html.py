@@ -18,10 +18,10 @@ import re
 
 from loopdev.lab import plots
 from loopdev.lab.backends import USERSPACES
+from loopdev.lab.diagram import chrome_trace_json, sequence_svg
 from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Example
 from loopdev.lab.report import cell_text, replay_ref, row_label
 from loopdev.lab.runner import LabResult
-from loopdev.lab.trace import chrome_trace_json, sequence_svg
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1500px}

@@ -245,7 +245,7 @@ def scenario_failure(sched: Scheduler, out: RunOutcome) -> str | None:
     ``fail: <step>: <kind>``, ``deadlock: ...``, ``lockdep: ...``."""
     box = sched.registry.get(_BOX)
     assert isinstance(box, lab_model._Box)
-    outcome, _report = lab_model.classify(out, box)
+    outcome, _report = lab_model.outcome_of(out, box)
     return None if outcome.kind == "pass" else outcome.label
 
 

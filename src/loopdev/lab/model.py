@@ -148,7 +148,7 @@ def program(scenario: Scenario, row: str, variant: str, box: _Box) -> Callable[[
     return setup
 
 
-def classify(out: RunOutcome, box: _Box) -> tuple[Outcome, str]:
+def outcome_of(out: RunOutcome, box: _Box) -> tuple[Outcome, str]:
     """The run's outcome (and any lockdep report text) from the scheduler and the scenario."""
     report = "\n\n".join(r.format() for r in out.lockdep)
     if box.outcome is not None and box.outcome.kind == "unsupported":
@@ -193,7 +193,7 @@ def run_once(
     if box.outcome is not None and box.outcome.kind == "unsupported":
         return RunRecord(seed, box.outcome, "", time.perf_counter() - t0), None
     out = sched.run()
-    outcome, report = classify(out, box)
+    outcome, report = outcome_of(out, box)
     rec = RunRecord(
         seed,
         outcome,

@@ -19,21 +19,21 @@ from collections.abc import Callable, Sequence
 
 from loopdev.kernel import Kernel, RunResult
 from loopdev.lab import images
-from loopdev.lab.userspace.libmount import UtilLinux
+from loopdev.lab.userspace.libmount import UtilLinuxVersion
 from loopdev.lab.userspace.losetup import losetup_main
 from loopdev.lab.userspace.mkfs import mkfs_main, mksquashfs_main
 from loopdev.lab.userspace.mount import mount_main, umount_main
 from loopdev.lab.userspace.program import Program, exec_time
 from loopdev.sim.kernel import SimKernel
 
-__all__ = ["Program", "UtilLinux", "register_util_linux", "util_linux_programs"]
+__all__ = ["Program", "UtilLinuxVersion", "register_util_linux", "util_linux_programs"]
 
 
 def util_linux_programs(version: str = "2.38") -> dict[str, Program]:
-    """The modelled programs, with util-linux ``version``'s loop logic (see UtilLinux)."""
-    ul = UtilLinux.of(version)
+    """The modelled programs, with util-linux ``version``'s loop logic (see UtilLinuxVersion)."""
+    ul = UtilLinuxVersion.of(version)
 
-    def bind(fn: Callable[[Kernel, Sequence[str], UtilLinux], RunResult]) -> Program:
+    def bind(fn: Callable[[Kernel, Sequence[str], UtilLinuxVersion], RunResult]) -> Program:
         def prog(kernel: Kernel, argv: Sequence[str]) -> RunResult:
             return fn(kernel, argv, ul)
 

@@ -1,6 +1,7 @@
 """libmount's loop device setup (``libmount/src/context_loopdev.c``) for ``mount -o loop``.
 
-:class:`UtilLinux` says which version's logic runs. Each behaviour flag is one upstream commit:
+:class:`UtilLinuxVersion` says which version's logic runs. Each behaviour flag is one upstream
+commit:
 
 * ``reuse_verifies_fd`` — 3e1fc3bbee99 "mount: Fix race in loop device reuse code" (Jan Kara,
   2.38): after deciding to reuse a device, open it (which blocks autoclear) and re-check it with
@@ -28,7 +29,7 @@ MNT_ERR_LOOPOVERLAP = 5011
 
 
 @dataclass(frozen=True)
-class UtilLinux:
+class UtilLinuxVersion:
     """A util-linux version's loop setup behaviour (see the module docstring)."""
 
     version: str
@@ -37,7 +38,7 @@ class UtilLinux:
     configure_fallback_enosys: bool
 
     @classmethod
-    def of(cls, version: str) -> UtilLinux:
+    def of(cls, version: str) -> UtilLinuxVersion:
         """``"2.37"`` (before Jan Kara's fixes) or ``"2.38"`` (and later)."""
         parts = tuple(int(p) for p in version.split(".")[:2])
         fixed = parts >= (2, 38)
@@ -64,7 +65,7 @@ class SetupError(Exception):
 
 def setup_loopdev(
     kernel: Kernel,
-    ul: UtilLinux,
+    ul: UtilLinuxVersion,
     backing_file: str,
     *,
     readonly: bool,
@@ -91,7 +92,7 @@ def setup_loopdev(
     return _fresh(ul, lc, backing_file, lo_flags | abi.LO_FLAGS_AUTOCLEAR, offset, sizelimit)
 
 
-def _reuse(kernel: Kernel, ul: UtilLinux, lc: LoopCxt, lo_flags: int) -> LoopSetup | None:
+def _reuse(kernel: Kernel, ul: UtilLinuxVersion, lc: LoopCxt, lo_flags: int) -> LoopSetup | None:
     """The ``case 2`` branch: None means "lost the race, set up a fresh device" (2.38)."""
     if ul.reuse_verifies_fd:
         try:
@@ -113,7 +114,7 @@ def _reuse(kernel: Kernel, ul: UtilLinux, lc: LoopCxt, lo_flags: int) -> LoopSet
 
 
 def _fresh(
-    ul: UtilLinux, lc: LoopCxt, backing_file: str, lo_flags: int, offset: int, sizelimit: int
+    ul: UtilLinuxVersion, lc: LoopCxt, backing_file: str, lo_flags: int, offset: int, sizelimit: int
 ) -> LoopSetup:
     """Allocate and configure a new device; EBUSY from configure ("device stolen") retries
     with the next free device, as libmount does (its loop is unbounded; this one too)."""

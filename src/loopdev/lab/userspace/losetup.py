@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from loopdev import abi
 from loopdev.kernel import Kernel, RunResult
-from loopdev.lab.userspace.libmount import UtilLinux
+from loopdev.lab.userspace.libmount import UtilLinuxVersion
 from loopdev.lab.userspace.loopcxt import LoopCxt, LoopError
 from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, strerror
 
@@ -16,7 +16,7 @@ from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, strerror
 SETUP_RETRIES = 64
 
 
-def _attach(kernel: Kernel, ul: UtilLinux, path: str, readonly: bool, show: bool) -> RunResult:
+def _attach(kernel: Kernel, ul: UtilLinuxVersion, path: str, readonly: bool, show: bool) -> RunResult:
     try:
         backing = kernel.realpath(path)
     except OSError:
@@ -68,7 +68,7 @@ def _detach(kernel: Kernel, devices: Sequence[str]) -> RunResult:
     return ok()
 
 
-def losetup_main(kernel: Kernel, argv: Sequence[str], ul: UtilLinux) -> RunResult:
+def losetup_main(kernel: Kernel, argv: Sequence[str], ul: UtilLinuxVersion) -> RunResult:
     args = list(argv[1:])
     if args[:1] in (["-d"], ["--detach"]):
         if len(args) < 2:

@@ -23,7 +23,7 @@ from loopdev.lab.userspace.libmount import (
     MNT_ERR_LOOPOVERLAP,
     LoopSetup,
     SetupError,
-    UtilLinux,
+    UtilLinuxVersion,
     setup_loopdev,
 )
 from loopdev.lab.userspace.loopcxt import loopdev_delete
@@ -228,7 +228,7 @@ def _is_regular(kernel: Kernel, path: str) -> bool:
         return False
 
 
-def mount_main(kernel: Kernel, argv: Sequence[str], ul: UtilLinux) -> RunResult:
+def mount_main(kernel: Kernel, argv: Sequence[str], ul: UtilLinuxVersion) -> RunResult:
     """``mount`` as util-linux ``ul`` behaves."""
     try:
         a = parse_mount_args(argv)

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from loopdev.lab.trace import chrome_trace, chrome_trace_json, select_events, sequence_svg
+from loopdev.lab.diagram import chrome_trace, chrome_trace_json, select_events, sequence_svg
 
 
 def _ev(step: int, thread: str, kind: str, name: str, detail: str = "", t: float = 0.0) -> dict[str, Any]:
