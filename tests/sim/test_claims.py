@@ -1,7 +1,7 @@
 """RESEARCH.md §3's claims (all but 6, whose lockdep chain has its own tests), checked exactly as
 ``loopdev lab claims`` checks them: the lab's scenarios on the cells each claim names, run by
 the lab's runner with its default strategy (a portfolio of random walks and PCT), budget and
-seeds, judged by :func:`loopdev.lab.claims.judge` (see :func:`loopdev.lab.hunt.claim_verdicts`).
+seeds, judged by :func:`loopdev.lab.claims.judge` (see :func:`loopdev.lab.claims.claim_verdicts`).
 Which runs fail is decided by the model's mechanics under the scheduler's choices; every
 failure found replays to the same outcome from its token.
 
@@ -18,8 +18,8 @@ from __future__ import annotations
 import pytest
 
 from loopdev.lab import model
-from loopdev.lab.claims import NOT_REPRODUCED, REPRODUCED, ClaimVerdict
-from loopdev.lab.hunt import claim_verdicts, run_cells
+from loopdev.lab.cells import run_cells
+from loopdev.lab.claims import NOT_REPRODUCED, REPRODUCED, ClaimVerdict, claim_verdicts
 from loopdev.lab.outcome import CellKey, CellResult
 
 UL37, UL38 = "util-linux-2.37", "util-linux-2.38"

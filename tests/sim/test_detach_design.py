@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from loopdev.lab.cells import LabConfig, run_model
 from loopdev.lab.outcome import CellKey, CellResult
-from loopdev.lab.runner import LabConfig, run_model
 
 #: designs whose autoclear teardown runs in ->release under open_mutex (or that refuse opens
 #: during the rundown), where AUTOCLEAR + close or LOOP_CLR_FD fixes the race

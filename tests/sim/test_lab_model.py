@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from loopdev.lab import model
+from loopdev.lab.cells import LabConfig, run_model
 from loopdev.lab.outcome import CellKey, CellResult
-from loopdev.lab.runner import LabConfig, run_model
 from loopdev.lab.scenarios.iouring_kill import IouringKill
 from loopdev.sim.sched import Scheduler
 from loopdev.sim.strategy import RandomWalk

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from loopdev.lab import model
+from loopdev.lab.cells import LabConfig, run_model
 from loopdev.lab.claims import CLAIMS, REPRODUCED, judge
 from loopdev.lab.outcome import CellKey
-from loopdev.lab.runner import LabConfig, run_model
 from loopdev.lab.userspace import resume as R
 from loopdev.sim.explore import explore
 from loopdev.sim.kernel import SimKernel

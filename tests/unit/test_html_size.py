@@ -9,8 +9,9 @@ import re
 import pytest
 
 from loopdev.lab import html
+from loopdev.lab.cells import LabConfig
 from loopdev.lab.diagram import chrome_trace_json
-from loopdev.lab.runner import LabConfig, LabResult, run_lab
+from loopdev.lab.runner import LabResult, run_lab
 
 LINK = re.compile(r'<a href="#[^"]+" data-trace="([^"]+)" data-file="([^"]+)">')
 

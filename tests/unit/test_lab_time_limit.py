@@ -3,16 +3,10 @@ are "not run", never a model gap and never a verdict."""
 
 from __future__ import annotations
 
+from loopdev.lab.cells import COSTLY_BUDGETS, DEFAULT_BUDGET, REFERENCE, LabConfig
 from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Outcome, RunRecord
 from loopdev.lab.report import cell_text
-from loopdev.lab.runner import (
-    COSTLY_BUDGETS,
-    DEFAULT_BUDGET,
-    REFERENCE,
-    LabConfig,
-    fidelity_gaps,
-    not_compared,
-)
+from loopdev.lab.runner import fidelity_gaps, not_compared
 
 EBUSY = Outcome("fail", "umount: EBUSY", "umount: target is busy.")
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from loopdev.lab import model
 from loopdev.lab.backends import USERSPACES
-from loopdev.lab.runner import DEFAULT_BUDGET, LabConfig, default_workers, run_lab, to_json
+from loopdev.lab.cells import DEFAULT_BUDGET, LabConfig, default_workers
+from loopdev.lab.runner import run_lab, to_json
 from loopdev.lab.scenarios import all_scenarios
 
 

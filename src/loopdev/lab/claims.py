@@ -5,7 +5,8 @@ A claim is a list of expectations on matrix cells ("this cell shows a failure wh
 contains X" / "this cell shows none"). The verdict is computed, never stated: *reproduced* when
 every expectation holds, *not reproduced* when one is contradicted, *not yet checkable* when a
 cell it needs could not run (the model lacks the machinery: the scenario reported
-``unsupported``) or was not part of this lab run.
+``unsupported``) or was not part of this lab run. :func:`claim_verdicts` runs the cells some
+claims name, exactly as the lab runs them, and judges them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopdev.lab.cells import run_cells
 from loopdev.lab.outcome import CellKey, CellResult
 
 REPRODUCED = "reproduced"
@@ -260,3 +262,38 @@ CLAIMS: tuple[Claim, ...] = (
         ),
     ),
 )
+
+
+# -- running the cells the claims name -------------------------------------------------------
+
+
+def claim(number: int) -> Claim:
+    """RESEARCH §3 claim ``number``."""
+    return next(c for c in CLAIMS if c.number == number)
+
+
+def claim_cells(numbers: Sequence[int] | None = None) -> list[CellKey]:
+    """The matrix cells the claims' expectations name (every claim's by default), in order,
+    without repeats."""
+    chosen = CLAIMS if numbers is None else [claim(n) for n in numbers]
+    keys: dict[CellKey, None] = {}
+    for c in chosen:
+        for e in c.expects:
+            keys.setdefault(e.key)
+    return list(keys)
+
+
+def claim_verdicts(
+    numbers: Sequence[int],
+    *,
+    budget: int | None = None,
+    strategy: str = "portfolio",
+    seed: int = 0,
+    workers: int = 2,
+) -> tuple[list[ClaimVerdict], dict[CellKey, CellResult]]:
+    """The verdicts on claims ``numbers`` from the cells they name, run as the lab runs them
+    (``loopdev lab claims`` with the same budget, strategy and seed computes the same)."""
+    cells = run_cells(
+        claim_cells(numbers), budget=budget, strategy=strategy, seed=seed, workers=workers
+    )
+    return [judge(claim(n), cells) for n in numbers], cells

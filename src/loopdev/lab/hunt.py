@@ -1,10 +1,5 @@
 """Hunting failures in the model, and checking RESEARCH §3's claims.
 
-* :func:`claim_verdicts` — the claims' verdicts exactly as ``loopdev lab claims`` computes
-  them: the lab's scenarios (:mod:`loopdev.lab.scenarios`) on the cells a claim names, run by
-  the lab's runner (same strategy, budget and seeds, so the same runs), judged by
-  :func:`loopdev.lab.claims.judge`. One copy of scenarios and verdict logic for the claim tests
-  (tests/sim/test_claims.py) and the lab.
 * :func:`scenario_program` / :func:`scenario_failure` — one lab scenario cell as an exploration
   program, for :func:`hunt` and :func:`replay`.
 * :func:`shell` — shell-loop programs over the modelled util-linux (+ udevd) for the benchmarks
@@ -22,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loopdev.lab import model as lab_model
-from loopdev.lab.claims import CLAIMS, Claim, ClaimVerdict, judge
-from loopdev.lab.outcome import CellKey, CellResult
 from loopdev.lab.scenarios import by_name
 from loopdev.lab.userspace import register_util_linux
 from loopdev.lab.userspace.scripts import mount_loop, nested_umount
@@ -162,64 +155,6 @@ CLAIM1 = ("v5.17-rc1", "2.37", True, loop3)
 CLAIM2 = ("v5.17-rc1", "2.38", False, nested)
 
 
-# -- the claims, as the lab checks them ------------------------------------------------------
-
-
-def claim(number: int) -> Claim:
-    """RESEARCH §3 claim ``number``."""
-    return next(c for c in CLAIMS if c.number == number)
-
-
-def claim_cells(numbers: list[int]) -> list[CellKey]:
-    """The matrix cells the claims' expectations name (in order, without repeats)."""
-    keys: dict[CellKey, None] = {}
-    for n in numbers:
-        for e in claim(n).expects:
-            keys.setdefault(e.key)
-    return list(keys)
-
-
-def run_cells(
-    keys: list[CellKey],
-    *,
-    budget: int | None = None,
-    strategy: str = "portfolio",
-    seed: int = 0,
-    workers: int = 2,
-) -> dict[CellKey, CellResult]:
-    """Run exactly these model cells with the lab's runner (its defaults unless given)."""
-    from loopdev.lab.runner import DEFAULT_BUDGET, LabConfig, run_model
-
-    cfg = LabConfig(
-        scenarios=sorted({k.scenario for k in keys}),
-        variants=sorted({k.column for k in keys}),
-        userspaces=sorted({k.userspace for k in keys}),
-        strategy=strategy,
-        budget=DEFAULT_BUDGET if budget is None else budget,
-        seed=seed,
-        workers=workers,
-        real=False,
-        time_limit=600.0,
-    )
-    return run_model(cfg, keys)
-
-
-def claim_verdicts(
-    numbers: list[int],
-    *,
-    budget: int | None = None,
-    strategy: str = "portfolio",
-    seed: int = 0,
-    workers: int = 2,
-) -> tuple[list[ClaimVerdict], dict[CellKey, CellResult]]:
-    """The verdicts on claims ``numbers`` from the cells they name, run as the lab runs them
-    (``loopdev lab claims`` with the same budget, strategy and seed computes the same)."""
-    cells = run_cells(
-        claim_cells(numbers), budget=budget, strategy=strategy, seed=seed, workers=workers
-    )
-    return [judge(claim(n), cells) for n in numbers], cells
-
-
 # -- one lab scenario cell as an exploration program ------------------------------------------
 
 
@@ -250,7 +185,7 @@ def scenario_failure(sched: Scheduler, out: RunOutcome) -> str | None:
 
 
 __all__ = [
-    "CLAIM1", "CLAIM2", "SEEN", "Hunt", "boot", "claim", "claim_cells", "claim_verdicts",
-    "hunt", "loop1", "loop3", "nested", "pct", "random", "replay", "run_cells",
+    "CLAIM1", "CLAIM2", "SEEN", "Hunt", "boot", "hunt", "loop1", "loop3", "nested", "pct",
+    "random", "replay",
     "scenario_failure", "scenario_program", "shell", "user_failure",
 ]  # fmt: skip
