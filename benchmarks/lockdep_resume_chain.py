@@ -5,10 +5,11 @@ kernel (docs/lockdep-kernel.md), beside the model's report for the same cell.
 Run (as root): .venv/bin/python benchmarks/lockdep_resume_chain.py [--trials N]
     [--variant V ...] [--seeds N] [--record DIR] [--json]
 
-The kernel is built first when the cache does not have it (9-18 minutes on this 2-core
-machine); each guest then takes ~30 s. The guest runs the scenario through the guest agent of
-loopdev.vm (the lab's scenario code, LinuxKernel, the loopdev userspace); lockdep's reports
-come from the guest's kernel log and go to the trial that was running when it printed them.
+The kernel is built first when the cache does not have it (about 10 CPU-minutes); each guest
+then takes ~10-30 s. The guests are the lab's own (loopdev.vm.run.run_variants with
+GuestOptions(kernel="lockdep")): a trial during which lockdep reported is that cell's
+``lockdep`` outcome, keyed like the model's. Lockdep reports once per boot, so the trials after
+the first report of a guest have no lockdep verdict (``unsupported``).
 Exit status 0 when the real kernel shows claim 6's shape (a cycle through
 ``&disk->open_mutex`` on v5.16, none on v5.19 and v6.11), 1 otherwise, 2 when it cannot run.
 """
@@ -19,22 +20,19 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loopdev.lab import model
-from loopdev.vm import build, debian, guest, initramfs, kbuild, qemu, snapshot
+from loopdev.lab.outcome import CellKey, CellResult
+from loopdev.vm import kbuild
 from loopdev.vm import lockdep_report as L
-from loopdev.vm.init_script import InitParams, render
-from loopdev.vm.protocol import CellPlan, Job, record_from_json
-from loopdev.vm.variants import module_source
+from loopdev.vm.guest import GuestOptions
+from loopdev.vm.run import VariantResult, run_variants
 
 SCENARIO, USERSPACE = "resume-chain", "loopdev"
 VARIANTS = ("v5.16", "v5.17-rc1", "v5.17", "v5.19", "v6.11")
-#: lockdep prints at KERN_WARNING: the guest's default loglevel=4 keeps it off the console
-CONSOLE_ARGS = qemu.KERNEL_ARGS + " loglevel=5"
 
 
 @dataclass
@@ -42,83 +40,58 @@ class Side:
     """What one backend (the real kernel or the model) showed for one variant."""
 
     outcomes: dict[str, int] = field(default_factory=dict)
-    classes: tuple[str, ...] = ()
-    held: tuple[str, ...] = ()
-    thread: str = ""
-    closing: tuple[str, ...] = ()
-    label: str = ""
-    text: str = ""
-    pid: int = 0  # the guest's QEMU (real side)
+    report: L.KernelLockdepReport | None = None  # the first circular report
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.report.classes if self.report else ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"outcomes": self.outcomes, "cycle": list(self.classes), "held": list(self.held),
-                "thread": self.thread, "closing_stack": list(self.closing), "label": self.label}  # fmt: skip
+        r = self.report
+        return {
+            "outcomes": self.outcomes,
+            "cycle": list(r.classes) if r else [],
+            "held": list(r.held) if r else [],
+            "thread": r.thread if r else "",
+            "closing_stack": list(r.closing_stack()) if r else [],
+            "label": r.label if r else "",
+        }
 
 
-def boot(kernel: kbuild.KernelBuild, loop_ko: Path, job: Job) -> guest.GuestRun:
-    """One guest with the lockdep kernel (9p and virtio built in: no boot modules)."""
-    options = guest.GuestOptions()
-    with tempfile.TemporaryDirectory(prefix="loopdev-vm-") as tmp:
-        base = Path(tmp)
-        job_dir = base / "job"
-        job_dir.mkdir()
-        (job_dir / "job.json").write_text(job.to_json())
-        (job_dir / "events.jsonl").write_bytes(b"")
-        params = InitParams(
-            boot_modules=[], host_modules=[], release=kernel.release,
-            modules_dir=kernel.build_dir, python=sys.executable,
-            pythonpath=snapshot.code_snapshot(), hung_task_secs=options.hung_task_secs,
-        )  # fmt: skip
-        initrd = base / "initrd.cpio"
-        initramfs.build(initrd, [], loop_ko, render(params))
-        argv = qemu.command(options.machine, kernel.bzimage, initrd, job_dir,
-                            base / "console.log", CONSOLE_ARGS)  # fmt: skip
-        return guest._watch(argv, base, job, options, None)
+def side_of(cell: CellResult) -> Side:
+    """Outcome counts and the first circular report of a cell (real or model)."""
+    side = Side(outcomes=dict(cell.counts))
+    for reports in L.example_reports(cell).values():
+        circular = [r for r in reports if r.kind == "circular"]
+        if circular and side.report is None:
+            side.report = circular[0]
+    return side
 
 
-def real_side(kernel: kbuild.KernelBuild, variant: str, trials: int) -> tuple[Side, str]:
-    """The variant's module under the lockdep kernel; (what it showed, the console)."""
-    headers = debian.GuestKernel(release=kernel.release, headers=kernel.build_dir)
-    module = build.build_module(module_source(variant), headers)
-    job = Job(cells=[CellPlan(SCENARIO, USERSPACE, trials)], trial_timeout=60.0, udevd=False)
-    run = boot(kernel, module.path, job)
-    log = run.dmesg or run.console
-    by_trial = L.reports_by_trial(log, L.trial_starts(run.events))
-    side = Side(pid=run.pid)
-    for ev in run.events:
-        if ev.kind != "trial":
-            continue
-        rec = record_from_json(ev.data)
-        reports = by_trial.get((SCENARIO, USERSPACE, rec.seed), [])
-        found = L.lockdep_outcome(reports) if rec.outcome.kind == "pass" else None
-        label = found[0].label if found else rec.outcome.label
-        side.outcomes[label] = side.outcomes.get(label, 0) + 1
-    if run.status != guest.OK:
-        key = f"guest: {run.status}"
-        side.outcomes[key] = side.outcomes.get(key, 0) + 1
-    circular = [r for r in L.parse_reports(log) if r.kind == "circular"]
-    if circular:
-        r = circular[0]
-        side.classes, side.held, side.thread = r.classes, r.held, r.thread
-        side.closing, side.label, side.text = r.closing_stack(), r.label, r.format()
-    return side, run.console
+def real_sides(variants: list[str], trials: int) -> list[tuple[str, Side, VariantResult]]:
+    """Each variant's module under the lockdep kernel, one guest per variant, two at once."""
+    results = run_variants(variants, [SCENARIO], [USERSPACE], trials,
+                           options=GuestOptions(kernel="lockdep"), parallel=2)  # fmt: skip
+    out = []
+    for r in results:
+        cell = r.cells.get(CellKey(SCENARIO, USERSPACE, r.column))
+        side = side_of(cell) if cell else Side({f"n/a: {r.unavailable}": 1})
+        for g in r.guests:
+            if g.status != "ok":
+                key = f"guest: {g.status}"
+                side.outcomes[key] = side.outcomes.get(key, 0) + 1
+        out.append((r.column, side, r))
+    return out
 
 
 def model_side(variant: str, seeds: int) -> Side:
-    """The model's runs of the same cell; the first circular report of the first run."""
-    side = Side()
+    """The model's runs of the same cell."""
+    cell = CellResult(CellKey(SCENARIO, USERSPACE, variant))
     for seed in range(seeds):
-        rec, out = model.run_once(SCENARIO, USERSPACE, variant,
-                                  model.make_strategy("random", seed), seed)  # fmt: skip
-        side.outcomes[rec.outcome.label] = side.outcomes.get(rec.outcome.label, 0) + 1
-        reports = [r for r in (out.lockdep if out else []) if r.kind == "circular"]
-        if reports and not side.classes:
-            parsed = L.parse_reports(reports[0].format())
-            if parsed:
-                p = parsed[0]
-                side.classes, side.held, side.thread = p.classes, p.held, p.thread
-                side.closing, side.label, side.text = p.closing_stack(), p.label, p.format()
-    return side
+        rec, _out = model.run_once(SCENARIO, USERSPACE, variant,
+                                   model.make_strategy("random", seed), seed)  # fmt: skip
+        cell.add(rec)
+    return side_of(cell)
 
 
 def show(variant: str, real: Side, mod: Side) -> None:
@@ -126,10 +99,9 @@ def show(variant: str, real: Side, mod: Side) -> None:
     for name, side in (("real", real), ("model", mod)):
         counts = ", ".join(f"{k} x{n}" for k, n in sorted(side.outcomes.items()))
         print(f"  {name:5}  {counts}")
-        if side.classes:
-            print(f"         cycle: {' -> '.join([*side.classes, side.classes[0]])}")
-            print(f"         closed by {side.thread} in {' <- '.join(side.closing[:6])}")
-            print(f"         holding {', '.join(side.held)}")
+        if side.report is not None:
+            for line in side.report.summary()[1:]:
+                print(f"         {line}")
     if real.classes and mod.classes:
         only_real, only_model = L.cycle_difference(real.classes, mod.classes)
         print(f"  only real: {', '.join(only_real) or '-'}; only model: {', '.join(only_model) or '-'}")
@@ -144,7 +116,7 @@ def claim_6_holds(real: dict[str, Side]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--variant", action="append", choices=VARIANTS,
                         help="only this variant (repeatable; default: all five)")
     parser.add_argument("--trials", type=int, default=3, help="real trials per variant")
@@ -162,15 +134,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     real: dict[str, Side] = {}
     out: dict[str, Any] = {"kernel": str(kernel.build_dir), "variants": {}}
-    for variant in args.variant or VARIANTS:
-        real[variant], console = real_side(kernel, variant, args.trials)
+    for variant, side, result in real_sides(list(args.variant or VARIANTS), args.trials):
+        real[variant] = side
         mod = model_side(variant, args.seeds)
         if args.record:
             args.record.mkdir(parents=True, exist_ok=True)
+            console = "".join(g.console for g in result.guests)
             (args.record / f"{SCENARIO}-{variant}.console").write_text(console)
-        out["variants"][variant] = {"real": real[variant].to_json(), "model": mod.to_json()}
+        out["variants"][variant] = {"real": side.to_json(), "model": mod.to_json()}
         if not args.json:
-            show(variant, real[variant], mod)
+            show(variant, side, mod)
     ok = claim_6_holds(real)
     out["claim_6_real"] = ok
     if args.json:

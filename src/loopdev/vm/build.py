@@ -53,13 +53,14 @@ class BuiltModule:
 
 
 #: bump when the way modules are built changes (cached modules are then rebuilt)
-BUILD_REVISION = "2"
+BUILD_REVISION = "3"
 
 
-def module_key(src: ModuleSource, release: str, source_version: str) -> str:
-    """The cache key: kernel release, loop.c's source version, the patch, the build rules."""
-    h = hashlib.sha256(f"{BUILD_REVISION}\0{release}\0{source_version}\0{src.patch}".encode())
-    return h.hexdigest()[:16]
+def module_key(src: ModuleSource, kernel: debian.GuestKernel, source_version: str) -> str:
+    """The cache key: the kernel (release and the tree built against: the lockdep kernel's
+    directory names its configuration), loop.c's source version, the patch, the build rules."""
+    text = f"{BUILD_REVISION}\0{kernel.release}\0{kernel.headers}\0{source_version}\0{src.patch}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _hunks(patch: str) -> list[str]:
@@ -158,11 +159,12 @@ def compile_module(tree: Path, headers: Path, label: str) -> Path:
 def build_module(
     src: ModuleSource, kernel: debian.GuestKernel | None = None, *, force: bool = False
 ) -> BuiltModule:
-    """The cached ``loop.ko`` for ``src`` on ``kernel`` (default: the installed 6.1 headers),
-    building it first if needed (or ``force``)."""
+    """The cached ``loop.ko`` for ``src`` built against ``kernel`` (default: the installed
+    Debian 6.1 headers; :attr:`loopdev.vm.kernels.BootKernel.target` for another guest
+    kernel), building it first if needed (or ``force``)."""
     kernel = kernel or debian.guest_kernel()
     version = source.source_version()
-    key = module_key(src, kernel.release, version)
+    key = module_key(src, kernel, version)
     final = cache_dir("loop", "modules", kernel.release) / key
     ko = final / "loop.ko"
     if ko.exists() and not force:

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from loopdev.vm import build, debian, initramfs, qemu, source
+from loopdev.vm import build, debian, initramfs, kbuild, qemu, source
 from loopdev.vm.cache import cache_dir
 from loopdev.vm.variants import VARIANTS, module_source
 
@@ -90,7 +90,27 @@ def environment() -> list[Item]:
             "(apt-get update?)",
         ))  # fmt: skip
     items.extend(_modules(kernel))
+    items.append(_lockdep_kernel())
     return items
+
+
+#: what building the lockdep kernel needs besides make and the source: (tool, package)
+KERNEL_BUILD_TOOLS = (("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc"),
+                      ("cpio", "cpio"))  # fmt: skip
+KERNEL_BUILD_HEADERS = (("/usr/include/libelf.h", "libelf-dev"),
+                        ("/usr/include/openssl/ssl.h", "libssl-dev"))  # fmt: skip
+
+
+def _lockdep_kernel() -> Item:
+    """Whether the lockdep kernel (``--kernel lockdep``) is built, or what building it needs."""
+    built = kbuild.find_lockdep_kernel()
+    if built is not None:
+        return Item("lockdep kernel", True, f"built: {built.build_dir}", required=False)
+    missing = [pkg for tool, pkg in KERNEL_BUILD_TOOLS if shutil.which(tool) is None]
+    missing += [pkg for path, pkg in KERNEL_BUILD_HEADERS if not os.path.exists(path)]
+    how = (f"cannot be built: apt-get install {' '.join(missing)}" if missing
+           else "loopdev vm build-kernel --lockdep")  # fmt: skip
+    return Item("lockdep kernel", True, f"not built ({how})", required=False)
 
 
 def _compiler(kernel: debian.GuestKernel) -> Item:
@@ -111,7 +131,7 @@ def _modules(kernel: debian.GuestKernel) -> list[Item]:
             out.append(Item(f"module {v.name}", True, f"n/a: {v.unavailable}", required=False))
             continue
         src = module_source(v.name)
-        key = build.module_key(src, kernel.release, version)
+        key = build.module_key(src, kernel, version)
         cached = (cache_dir("loop", "modules", kernel.release) / key / "loop.ko").exists()
         out.append(Item(f"module {v.name}", True,
                         "built (cached)" if cached else "not built yet (built on first use, "

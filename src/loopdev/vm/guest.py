@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopdev.vm import debian, initramfs, qemu, snapshot
+from loopdev.vm import initramfs, kernels, qemu, snapshot
 from loopdev.vm.build import BuiltModule
+from loopdev.vm.debian import VmSetupError
 from loopdev.vm.init_script import InitParams, render
 from loopdev.vm.protocol import Event, Job
 
@@ -39,6 +40,7 @@ class GuestOptions:
     grace: float = 60.0
     hung_task_secs: int = 10
     code: Path | None = None  # the loopdev copy guests import (default: a fresh snapshot)
+    kernel: str = kernels.DEFAULT  # which guest kernel boots (loopdev.vm.kernels.KERNELS)
 
 
 @dataclass
@@ -91,32 +93,37 @@ def run_guest(
     options: GuestOptions | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> GuestRun:
-    """Boot a guest with ``module`` as its loop driver, run ``job`` in it, return what it did."""
+    """Boot a guest of ``options.kernel`` with ``module`` as its loop driver, run ``job`` in
+    it, return what it did. VmSetupError if the module was built for another kernel."""
     options = options or GuestOptions()
-    kernel = debian.guest_kernel()
-    debian.fetch_image(kernel)
+    kernel = kernels.boot_kernel(options.kernel)
+    if module.release != kernel.release:
+        raise VmSetupError(
+            f"{module.label}: loop.ko was built for {module.release}, the {kernel.name} guest "
+            f"kernel is {kernel.release} (build it with kernel={kernel.name!r})"
+        )
     with tempfile.TemporaryDirectory(prefix="loopdev-vm-") as tmp:
         base = Path(tmp)
         job_dir = base / "job"
         job_dir.mkdir()
         (job_dir / "job.json").write_text(job.to_json())
         (job_dir / "events.jsonl").write_bytes(b"")
-        modules = initramfs.boot_modules(kernel)
         params = InitParams(
-            boot_modules=[name for name, _ in modules],
-            host_modules=initramfs.module_chain(kernel, initramfs.HOST_MODULES),
+            boot_modules=[name for name, _ in kernel.boot_modules],
+            host_modules=list(kernel.host_modules),
             release=kernel.release,
-            modules_dir=debian.modules_dir(kernel),
+            modules_dir=kernel.modules_dir,
             python=sys.executable,
             pythonpath=options.code or snapshot.code_snapshot(),
             hung_task_secs=options.hung_task_secs,
         )
         initrd = base / "initrd.cpio"
-        initramfs.build(initrd, modules, module.path, render(params))
+        initramfs.build(initrd, list(kernel.boot_modules), module.path, render(params))
         console = base / "console.log"
         argv = qemu.command(
-            options.machine, debian.vmlinuz(kernel), initrd, job_dir, console, qemu.KERNEL_ARGS
-        )
+            options.machine, kernel.image, initrd, job_dir, console,
+            qemu.kernel_args(kernel.loglevel),
+        )  # fmt: skip
         return _watch(argv, base, job, options, on_event)
 
 

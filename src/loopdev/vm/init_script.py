@@ -25,6 +25,13 @@ JOB_DIR = "/run/loopdev-vm"
 #: the agent's per-trial deadline (uptime seconds, 0: none), on the chroot's tmpfs /run
 DEADLINE_FILE = "/run/loopdev-vm.deadline"
 
+_BIND_MODULES = r"""if [ -d $H/lib/modules ]; then
+  mount -t tmpfs -o mode=755 mods $H/lib/modules
+  mkdir -p $H/lib/modules/{release}
+  mount --bind $H{modules_dir} $H/lib/modules/{release}
+fi
+"""
+
 _TEMPLATE = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -45,12 +52,7 @@ say "boot: filesystem modules loaded"
 echo {hung_task} > /proc/sys/kernel/hung_task_timeout_secs
 echo 1 > /proc/sys/kernel/sysrq
 H=/host
-if [ -d $H/lib/modules ]; then
-  mount -t tmpfs -o mode=755 mods $H/lib/modules
-  mkdir -p $H/lib/modules/{release}
-  mount --bind $H{modules_dir} $H/lib/modules/{release}
-fi
-mount -t devtmpfs dev $H/dev
+{bind_modules}mount -t devtmpfs dev $H/dev
 mount -t proc proc $H/proc
 mount -t sysfs sys $H/sys
 mount -t tmpfs -o mode=1777 tmp $H/tmp
@@ -99,7 +101,7 @@ class InitParams:
     boot_modules: list[str]
     host_modules: list[Path]
     release: str
-    modules_dir: Path
+    modules_dir: Path | None  # the kernel's module tree (None: everything is built in)
     python: str
     pythonpath: Path
     hung_task_secs: int = 10
@@ -109,8 +111,10 @@ class InitParams:
 
 def render(p: InitParams) -> str:
     """The ``/init`` script for ``p``."""
+    bind = "" if p.modules_dir is None else _BIND_MODULES
     return (
-        _TEMPLATE.replace("{boot_modules}", " ".join(shlex.quote(m) for m in p.boot_modules))
+        _TEMPLATE.replace("{bind_modules}", bind)
+        .replace("{boot_modules}", " ".join(shlex.quote(m) for m in p.boot_modules))
         .replace("{host_modules}", " ".join(shlex.quote(str(m)) for m in p.host_modules))
         .replace("{release}", shlex.quote(p.release))
         .replace("{modules_dir}", shlex.quote(str(p.modules_dir)))

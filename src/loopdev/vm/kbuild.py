@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -352,37 +352,3 @@ def terminal_progress(stream: TextIO | None = None) -> ProgressCallback:
             print(line, file=out, flush=True)
 
     return show
-
-
-def build_kernel_command(argv: Sequence[str]) -> int:
-    """``loopdev vm build-kernel --lockdep [--clean] [--jobs N] [--quiet]``: build (or find)
-    the lockdep kernel and print its build directory."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="loopdev vm build-kernel",
-        description="Build Debian's linux-source-6.1 with lockdep (CONFIG_PROVE_LOCKING) for "
-        "the lab's guests, once per machine, into the cache. Prints the build directory "
-        "(bzImage in arch/x86/boot/, Module.symvers for out-of-tree loop.ko builds).",
-    )
-    parser.add_argument("--lockdep", action="store_true", required=True,
-                        help="the lockdep kernel (the only kind this builds)")
-    parser.add_argument("--clean", action="store_true",
-                        help="throw away a cached or partial build and start over")
-    parser.add_argument("--jobs", "-j", type=int, default=JOBS,
-                        help=f"parallel make jobs (default {JOBS})")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    args = parser.parse_args(argv)
-    progress = None if args.quiet else terminal_progress()
-    try:
-        build = build_lockdep_kernel(progress, jobs=args.jobs, clean=args.clean)
-    except KernelBuildError as e:
-        if progress:
-            print(file=sys.stderr)
-        print(f"loopdev vm build-kernel: {e}", file=sys.stderr)
-        return 1
-    if progress:
-        print(file=sys.stderr)
-    mins, secs = divmod(int(build.seconds), 60)
-    print(f"{build.build_dir}  ({build.release}, built in {mins}m{secs:02d}s, {build.steps} steps)")
-    return 0

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from loopdev.lab.outcome import Outcome
+from loopdev.lab.outcome import CellResult, Outcome, RunRecord
 from loopdev.vm.protocol import Event
 
 #: report titles -> the kind names the model uses (loopdev.sim.lockdep.LockdepReport.kind)
@@ -122,6 +122,18 @@ class KernelLockdepReport:
     def format(self) -> str:
         """The report as the kernel printed it (time stamps removed)."""
         return self.text
+
+    def summary(self, depth: int = 6) -> list[str]:
+        """Three lines for a report beside another: the cycle in dependency order, the task
+        and the call stack that closed it, the locks it held."""
+        lines = [f"{self.title}"]
+        if self.classes:
+            lines.append(f"cycle: {self.cycle()}")
+        closing = " <- ".join(self.closing_stack()[:depth]) or self.call_function
+        lines.append(f"closed by {self.thread or '?'} in {closing}")
+        if self.held:
+            lines.append(f"holding {', '.join(self.held)}")
+        return lines
 
 
 def _kind(title: str) -> str | None:
@@ -237,6 +249,48 @@ def lockdep_outcome(reports: list[KernelLockdepReport]) -> tuple[Outcome, str] |
     first = reports[0]
     text = "\n\n".join(r.format() for r in reports)
     return Outcome("lockdep", first.label, first.title), text
+
+
+def example_reports(cell: CellResult) -> dict[str, list[KernelLockdepReport]]:
+    """The lockdep reports on a cell's examples, by outcome label: the first trial of each
+    label that carried any. Works on a real (vm) cell and on a model cell alike (the model
+    prints its reports in the kernel's shape)."""
+    return {
+        label: parse_reports(example.lockdep)
+        for label, example in cell.examples.items()
+        if example.lockdep
+    }
+
+
+#: the message of a trial that passed while lockdep was already off in its guest
+LOCKDEP_OFF = (
+    "no lockdep verdict: lockdep had switched itself off in this guest (it reports once per "
+    "boot, and an earlier trial's report used that)"
+)
+
+
+def trial_verdict(
+    rec: RunRecord, reports: Sequence[KernelLockdepReport], lockdep_was_on: bool | None
+) -> RunRecord:
+    """A real trial's record with the lockdep reports its kernel printed during it, as the
+    model's records carry its own: the reports' text and keys; a trial that otherwise passed
+    becomes the first report's ``lockdep`` outcome (a failure, a hang or an error stays what
+    it is, as in the model). A pass while lockdep was already off (``lockdep_was_on`` False)
+    is ``unsupported``: no lockdep verdict. ``lockdep_was_on`` is None on a kernel without
+    lockdep, whose passes stay passes."""
+    if reports:
+        found = lockdep_outcome(list(reports))
+        assert found is not None
+        outcome, text = found
+        return replace(
+            rec,
+            outcome=outcome if rec.outcome.kind == "pass" else rec.outcome,
+            lockdep=text,
+            lockdep_kinds=tuple(r.label for r in reports),
+        )
+    if lockdep_was_on is False and rec.outcome.kind == "pass":
+        return replace(rec, outcome=Outcome("unsupported", "", LOCKDEP_OFF))
+    return rec
 
 
 def normalized_class(name: str) -> str:

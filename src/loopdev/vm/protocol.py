@@ -4,7 +4,10 @@
 * ``events.jsonl`` (agent -> host): one JSON object per line, appended and flushed as they
   happen, so the host shows progress and keeps every finished trial even if the guest dies.
   Kinds: ``ready`` (agent started: kernel, util-linux), ``cell`` (a cell begins), ``start``
-  (a trial, ``i`` = -1 with ``phase`` for a cell's prepare and cleanup, begins), ``trial`` (a trial's outcome), ``note``, ``done`` (all cells ran).
+  (a trial, ``i`` = -1 with ``phase`` for a cell's prepare and cleanup, begins), ``trial`` (a
+  trial's outcome, with the lockdep reports the kernel printed during it), ``note``, ``test``
+  (one pytest test's outcome), ``output`` (a script's or pytest's exit status and output),
+  ``done`` (all cells ran).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ class Job:
     #: what ``uname_release()`` answers in the guest: the release of the module's design
     #: (``6.11.0``, ``5.17.0-rc1+taskwork``), as the model kernel answers; None: the real one
     release: str | None = None
+    #: instead of cells: run pytest with these arguments (test files are paths on the host's
+    #: root); one ``test`` event per test and an ``output`` event with pytest's exit status
+    pytest: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -62,12 +68,16 @@ def outcome_from_json(d: dict[str, Any]) -> Outcome:
 
 
 def record_to_json(rec: RunRecord) -> dict[str, Any]:
-    return {
+    d: dict[str, Any] = {
         "i": rec.seed,
         "outcome": outcome_to_json(rec.outcome),
         "seconds": round(rec.seconds, 6),
         "measurements": {k: round(v, 6) for k, v in rec.measurements.items()},
     }
+    if rec.lockdep or rec.lockdep_kinds:
+        d["lockdep"] = rec.lockdep
+        d["lockdep_kinds"] = list(rec.lockdep_kinds)
+    return d
 
 
 def record_from_json(d: dict[str, Any]) -> RunRecord:
@@ -77,6 +87,8 @@ def record_from_json(d: dict[str, Any]) -> RunRecord:
         "",
         float(d.get("seconds", 0.0)),
         {str(k): float(v) for k, v in d.get("measurements", {}).items()},
+        lockdep=str(d.get("lockdep", "")),
+        lockdep_kinds=tuple(str(k) for k in d.get("lockdep_kinds", ())),
     )
 
 

@@ -21,7 +21,7 @@ QEMU = "qemu-system-x86_64"
 class Machine:
     """The virtual hardware of one guest."""
 
-    vcpus: int = 2
+    vcpus: int = 1  # one vCPU per guest: under TCG a second one slows RCU (docs/vm.md)
     memory_mib: int = 1024
     accel: str = "tcg"  # "tcg" (emulation) or "kvm"
 
@@ -61,8 +61,14 @@ def command(
     ]  # fmt: skip
 
 
-#: the guest kernel's command line: serial console, reboot (= QEMU exit) on panic, quiet
-KERNEL_ARGS = "console=ttyS0 rdinit=/init panic=-1 oops=panic mitigations=off tsc=reliable loglevel=4"
+#: the guest kernel's command line: serial console, reboot (= QEMU exit) on panic
+KERNEL_ARGS = "console=ttyS0 rdinit=/init panic=-1 oops=panic mitigations=off tsc=reliable"
+
+
+def kernel_args(loglevel: int) -> str:
+    """:data:`KERNEL_ARGS` with the console log level: messages more severe than ``loglevel``
+    reach the console (4 keeps warnings, lockdep's reports among them, off it; 5 shows them)."""
+    return f"{KERNEL_ARGS} loglevel={loglevel}"
 
 
 #: every QEMU this process started and has not reaped yet (for :func:`kill_all`)

@@ -1,7 +1,7 @@
 """Turning a guest's events into the lab's cells (:class:`~loopdev.lab.outcome.CellResult`),
 the same shape the host's real column produces. A trial the guest never finished becomes an
 outcome of its own: ``deadlock: hang`` (the watchdog fired and tasks were blocked in the
-kernel), ``fail: kernel panic`` (an oops or panic ended the guest), ``error: hang`` (the
+kernel; the message ends with their stacks), ``fail: kernel panic`` (an oops or panic ended the guest), ``error: hang`` (the
 trial did not finish but nothing was blocked in the kernel: a lab bug); the trials after it
 are counted as cut."""
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from loopdev.lab.outcome import CellKey, CellResult, Outcome, RunRecord
 from loopdev.vm import stacks
 from loopdev.vm.guest import HANG, OK, PANIC, GuestRun
+from loopdev.vm.lockdep_report import reports_by_trial, trial_starts, trial_verdict
 from loopdev.vm.protocol import CellPlan, Job, record_from_json
 
 
@@ -22,7 +23,11 @@ def unfinished_outcome(run: GuestRun) -> Outcome:
         blocked = stacks.blocked_tasks(log)
         if blocked:
             where = "; ".join(t.summary() for t in blocked[:3])
-            return Outcome("deadlock", "hang", f"no progress by the watchdog's deadline; blocked: {where}")
+            trace = "\n".join(t.format() for t in blocked)
+            return Outcome(
+                "deadlock", "hang",
+                f"no progress by the watchdog's deadline; blocked: {where}\n{trace}",
+            )  # fmt: skip
         return Outcome(
             "error", "hang",
             "no progress by the watchdog's deadline and no task was blocked in the kernel (a "
@@ -44,7 +49,7 @@ def fold(
         key = CellKey(plan.scenario, plan.userspace, column)
         cells[key] = CellResult(key, strategy=strategy, planned=plan.trials)
         plans[(plan.scenario, plan.userspace)] = plan
-    running: tuple[CellKey, str] | None = None
+    running: tuple[CellKey, str, int] | None = None
     for ev in run.events:
         if ev.kind not in ("start", "trial"):
             continue
@@ -52,12 +57,12 @@ def fold(
         if key not in cells:
             continue
         if ev.kind == "start":
-            running = (key, str(ev.data.get("phase", "trial")))
+            running = (key, str(ev.data.get("phase", "trial")), int(ev.data.get("i", -1)))
         else:
             cells[key].add(record_from_json(ev.data))
             running = None
     if running is not None and run.status != OK:
-        key, phase = running
+        key, phase, index = running
         outcome = unfinished_outcome(run)
         if phase == "cleanup":  # every trial has its verdict; the hang is the guest's note
             notes.append(f"{key}: the guest stopped in the scenario's cleanup: "
@@ -65,7 +70,11 @@ def fold(
         else:
             if phase == "prepare":
                 outcome = Outcome(outcome.kind, outcome.failure, f"prepare: {outcome.message}")
-            cells[key].add(RunRecord(cells[key].runs, outcome))
+            # the agent never read the kernel log after this trial: its reports, if any, are
+            # the console's (or saved kernel log's) after the trial's start
+            by_trial = reports_by_trial(run.dmesg or run.console, trial_starts(run.events))
+            reports = by_trial.get((key.scenario, key.userspace, index), [])
+            cells[key].add(trial_verdict(RunRecord(cells[key].runs, outcome), reports, None))
     for cell in cells.values():
         if cell.is_unsupported:
             continue

@@ -6,6 +6,12 @@ userspace) a :class:`~loopdev.lab.outcome.CellResult` of real trials, keyed by
 ``CellKey(scenario, userspace, column)`` with the variant's name (or the patch's label) as
 the column, plus every guest's status, boot time and logs. ``run_variants`` does the same for
 several variants, ``parallel`` guests at a time.
+
+``GuestOptions(kernel="lockdep")`` boots the lockdep kernel instead of Debian's: a trial during
+which lockdep reported becomes a ``lockdep`` outcome keyed like the model's
+(``lockdep: circular (<classes, sorted>)``), the report's text on the cell's example
+(``cell.examples[label].lockdep``, parsed back with
+:func:`loopdev.vm.lockdep_report.example_reports`) and its key in ``cell.lockdep``.
 """
 
 from __future__ import annotations
@@ -21,17 +27,18 @@ from loopdev.lab.outcome import CellKey, CellResult
 from loopdev.lab.scenarios import by_name
 from loopdev.sim.kernel import release_of
 from loopdev.sim.loop import driver_class
-from loopdev.vm import build, qemu, results, stacks
+from loopdev.vm import build, kernels, qemu, results, stacks
 from loopdev.vm.guest import GuestOptions, GuestRun, run_guest
 from loopdev.vm.protocol import CellPlan, Event, Job
 from loopdev.vm.userspaces import USERSPACES, timing_distortion
 from loopdev.vm.variants import ModuleSource, module_source
 
-#: scenarios a guest runs (the model-only ones, resume-chain and iouring-kill's
-#: exit-cancel-wait row, have no real counterpart to run)
+#: scenarios a guest runs (iouring-kill's model-only exit-cancel-wait row has no real
+#: counterpart); resume-chain writes /sys/power/resume and freezes a filesystem, which only
+#: a guest's own kernel may have done to it, and gives a lockdep verdict on kernel="lockdep"
 GUEST_SCENARIOS = (
     "mount-loop+udev", "mount-loop", "nested-umount", "nested-umount+udev", "iouring-kill",
-    "detach-open", "parallel-attach",
+    "detach-open", "parallel-attach", "resume-chain",
 )  # fmt: skip
 
 #: a progress callback: (column, event) for every event of every guest
@@ -51,6 +58,9 @@ class GuestSummary:
     console: str
     dmesg: str
     warnings: list[str] = field(default_factory=list)
+    #: lockdep when the agent finished: "on" (it checked every trial: no report means none),
+    #: "off" (it switched itself off after a report), "absent" (no lockdep), "" (unknown)
+    lockdep: str = ""
 
     def to_json(self, *, with_logs: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -61,6 +71,7 @@ class GuestSummary:
             "seconds": round(self.seconds, 2),
             "kernel": self.kernel,
             "warnings": self.warnings,
+            "lockdep": self.lockdep,
         }
         if with_logs:
             d["console"] = self.console
@@ -80,6 +91,11 @@ class VariantResult:
     notes: list[str] = field(default_factory=list)
     unavailable: str = ""  # why no guest ran (n/a design, patch or build failure)
     build_seconds: float = 0.0
+    kernel: str = kernels.DEFAULT  # the guest kernel (loopdev.vm.kernels.KERNELS)
+    kernel_release: str = ""
+    #: whether the guest kernel checks locking: then a trial's lockdep report is its
+    #: ``lockdep`` outcome and the report's text is on the cell's example (see lockdep_report)
+    lockdep: bool = False
 
     def to_json(self, *, with_logs: bool = False) -> dict[str, Any]:
         cells = []
@@ -95,6 +111,9 @@ class VariantResult:
             "variant": self.variant,
             "origin": self.origin,
             "backend": "vm",
+            "kernel": self.kernel,
+            "kernel_release": self.kernel_release,
+            "lockdep": self.lockdep,
             "unavailable": self.unavailable,
             "build_seconds": round(self.build_seconds, 2),
             "cells": cells,
@@ -106,17 +125,22 @@ class VariantResult:
 def plan_cells(
     scenarios: Sequence[str], userspaces: Sequence[str], trials: int | dict[str, int]
 ) -> list[CellPlan]:
-    """Cells in scenario order; ``trials`` per cell or per scenario name (default 10).
-    ValueError for a scenario or userspace a guest cannot run."""
+    """Cells in scenario order; ``trials`` per cell or per scenario name (default 10). A
+    scenario that names the userspaces it runs with (resume-chain: loopdev) skips the others,
+    as the lab does. ValueError for a scenario or userspace a guest cannot run."""
     out: list[CellPlan] = []
     for s in scenarios:
         if s not in GUEST_SCENARIOS:
             raise ValueError(f"scenario {s!r} does not run in a guest; these do: "
                              + ", ".join(GUEST_SCENARIOS))  # fmt: skip
-        by_name(s)
+        only = getattr(by_name(s), "userspaces", None)
         for u in userspaces:
             if u not in USERSPACES:
                 raise ValueError(f"unknown userspace {u!r}; known: {', '.join(USERSPACES)}")
+        rows = [u for u in userspaces if only is None or u in only]
+        if not rows:
+            raise ValueError(f"scenario {s!r} runs only with the userspace {', '.join(only or ())}")
+        for u in rows:
             n = trials if isinstance(trials, int) else trials.get(s, 10)
             out.append(CellPlan(s, u, n))
     return out
@@ -135,6 +159,7 @@ def split(cells: list[CellPlan], guests: int) -> list[list[CellPlan]]:
 
 def _summary(column: str, run: GuestRun) -> GuestSummary:
     ready = run.ready()
+    done = next((e for e in run.events if e.kind == "done"), None)
     return GuestSummary(
         column=column,
         status=run.status,
@@ -145,12 +170,13 @@ def _summary(column: str, run: GuestRun) -> GuestSummary:
         console=run.console,
         dmesg=run.dmesg,
         warnings=stacks.warnings(run.dmesg or run.console),
+        lockdep=str(done.data.get("lockdep", "")) if done else "",
     )
 
 
 def _strategy(options: GuestOptions) -> str:
     m = options.machine
-    return f"real trials (vm: {m.accel}, {m.vcpus} vCPU)"
+    return f"real trials (vm: {options.kernel} kernel, {m.accel}, {m.vcpus} vCPU)"
 
 
 def design_release(variant: str | None) -> str | None:
@@ -161,9 +187,11 @@ def design_release(variant: str | None) -> str | None:
     return release_of(driver_class(variant))
 
 
-def _prepare(src: ModuleSource) -> tuple[build.BuiltModule | None, str]:
+def _prepare(
+    src: ModuleSource, kernel: kernels.BootKernel
+) -> tuple[build.BuiltModule | None, str]:
     try:
-        return build.build_module(src), ""
+        return build.build_module(src, kernel.target), ""
     except (build.PatchError, build.ModuleBuildError) as e:
         return None, str(e)
 
@@ -182,8 +210,11 @@ def run_variant(
     on_event: OnEvent | None = None,
 ) -> VariantResult:
     """Run the cells on one variant (a model variant's name, or a patch file) in ``guests``
-    guests one after the other. A design that cannot be a module (post-*), a patch that does
-    not apply and a module that does not build give a result with ``unavailable`` set."""
+    guests one after the other, booting ``options.kernel`` (Debian's 6.1 by default;
+    ``GuestOptions(kernel="lockdep")`` for the lockdep kernel, the module then built against
+    its tree). A design that cannot be a module (post-*), a patch that does not apply and a
+    module that does not build give a result with ``unavailable`` set; a guest kernel that is
+    not there raises VmSetupError."""
     return run_variants(
         [variant_or_patch], scenarios, userspaces, trials, labels=[label],
         trial_timeout=trial_timeout, options=options, guests_per_variant=guests,
@@ -209,6 +240,7 @@ def run_variants(
     built first, one at a time). Results come back in the order given."""
     options = options or GuestOptions()
     cells = plan_cells(scenarios, userspaces, trials)
+    kernel = kernels.boot_kernel(options.kernel)
     out: list[VariantResult] = []
     work: list[tuple[VariantResult, build.BuiltModule, Job]] = []
     for i, v in enumerate(variants):
@@ -217,11 +249,14 @@ def run_variants(
             src = module_source(v, label)
         except ValueError as e:  # a design without a module
             name = str(v)
-            out.append(VariantResult(name, name, name, unavailable=str(e).split(": ", 1)[-1]))
+            out.append(VariantResult(name, name, name, unavailable=str(e).split(": ", 1)[-1],
+                                     kernel=kernel.name, kernel_release=kernel.release,
+                                     lockdep=kernel.lockdep))  # fmt: skip
             continue
-        result = VariantResult(src.label, src.variant, src.origin)
+        result = VariantResult(src.label, src.variant, src.origin, kernel=kernel.name,
+                               kernel_release=kernel.release, lockdep=kernel.lockdep)  # fmt: skip
         out.append(result)
-        module, why = _prepare(src)
+        module, why = _prepare(src, kernel)
         if module is None:
             result.unavailable = why
             continue

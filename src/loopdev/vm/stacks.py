@@ -31,6 +31,10 @@ class BlockedTask:
                   for f in self.frames if not _SCHED.match(f)]  # fmt: skip
         return f"{self.name}: " + " <- ".join(useful[:depth]) if useful else self.name
 
+    def format(self) -> str:
+        """The task and its whole call trace, one frame a line."""
+        return "\n".join([f"{self.name} (state D):", *(f"  {f}" for f in self.frames)])
+
 
 def blocked_tasks(log: str) -> list[BlockedTask]:
     """Tasks reported in state D (sysrq-w or hung-task reports), each once, in order."""
