@@ -84,3 +84,23 @@ def test_a_complete_guest_has_every_trial_and_nothing_cut() -> None:
         events += [_start(i), _trial(i)]
     cell = fold(_run(OK, events), JOB, "v9", "real")[KEY]
     assert cell.counts == {"pass": 5} and cell.cut == 0 and cell.planned == 5
+
+
+def test_host_directories_under_tmp_are_bound_back_into_the_guests_tmp() -> None:
+    """A checkout, venv or cache under /tmp (a CI clone) stays visible in the guest, whose
+    /tmp is its own tmpfs."""
+    from pathlib import Path
+
+    from loopdev.vm.guest import tmp_roots
+    from loopdev.vm.init_script import InitParams, render
+
+    roots = tmp_roots([Path("/tmp/ci-clone/.venv"), Path("/tmp/ci-cache/vm-code/k"),
+                       Path("/tmp/ci-clone/tests/kernel/x.py"), Path("/usr/bin")])  # fmt: skip
+    assert roots == [Path("/tmp/ci-clone"), Path("/tmp/ci-cache")]
+    params = InitParams([], [], "6.1.192", None, "/usr/bin/python3", Path("/p"), keep_tmp=roots)
+    init = render(params)
+    tmpfs = init.index("mount -t tmpfs -o mode=1777 tmp $H/tmp")
+    assert init.index("mount --bind $H/tmp /hosttmp") < tmpfs
+    assert init.index("mount --bind /hosttmp/ci-clone $H/tmp/ci-clone") > tmpfs
+    assert "$H/lib/modules" not in init  # everything built in: no module tree to bind
+    assert "/hosttmp" not in render(InitParams([], [], "r", None, "py", Path("/p")))

@@ -10,11 +10,12 @@ plus ``grace`` for the watchdog to collect the stacks and power off.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loopdev.vm import initramfs, kernels, qemu, snapshot
@@ -117,6 +118,10 @@ def run_guest(
             pythonpath=options.code or snapshot.code_snapshot(),
             hung_task_secs=options.hung_task_secs,
         )
+        params = replace(params, keep_tmp=tmp_roots([
+            Path(sys.prefix), Path(sys.executable), params.pythonpath,
+            *(Path(a) for a in [*job.script, *job.pytest] if a.startswith("/")),
+        ]))  # fmt: skip
         initrd = base / "initrd.cpio"
         initramfs.build(initrd, list(kernel.boot_modules), module.path, render(params))
         console = base / "console.log"
@@ -125,6 +130,20 @@ def run_guest(
             qemu.kernel_args(kernel.loglevel),
         )  # fmt: skip
         return _watch(argv, base, job, options, on_event)
+
+
+def tmp_roots(paths: list[Path]) -> list[Path]:
+    """The directories right under /tmp that hold any of ``paths`` (the guest's /tmp is its
+    own tmpfs; these are bound back into it from the host, read-only)."""
+    roots: list[Path] = []
+    for p in paths:
+        parts = Path(os.path.realpath(p)).parts
+        for candidate in (p.parts, parts):
+            if len(candidate) > 2 and candidate[:2] == ("/", "tmp"):
+                root = Path("/tmp", candidate[2])
+                if root not in roots:
+                    roots.append(root)
+    return roots
 
 
 def _watch(

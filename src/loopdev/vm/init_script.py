@@ -3,7 +3,8 @@
 It loads the 9p/virtio modules and the chosen ``loop.ko``, mounts the host's ``/`` read-only
 (tag ``host``) and the job directory read-write (tag ``job``), loads the filesystem modules
 from the host's copy of the guest kernel, lowers the hung-task timeout, prepares a chroot of the
-host root (devtmpfs, proc, sysfs, tmpfs on /tmp and /run, the guest kernel's modules on
+host root (devtmpfs, proc, sysfs, tmpfs on /tmp and /run, with the host directories under
+/tmp that the guest needs bound back read-only, the guest kernel's modules on
 /lib/modules/<release>, the job directory on /run/loopdev-vm) and starts the agent there.
 
 Then PID 1 is the watchdog: once a second it compares the uptime with the deadline the agent
@@ -17,7 +18,7 @@ which QEMU (``-no-reboot``) turns into its exit.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: where the job directory appears inside the chroot
@@ -55,8 +56,8 @@ H=/host
 {bind_modules}mount -t devtmpfs dev $H/dev
 mount -t proc proc $H/proc
 mount -t sysfs sys $H/sys
-mount -t tmpfs -o mode=1777 tmp $H/tmp
-mount -t tmpfs -o mode=755 run $H/run
+{keep_tmp_before}mount -t tmpfs -o mode=1777 tmp $H/tmp
+{keep_tmp_after}mount -t tmpfs -o mode=755 run $H/run
 mkdir -p $H{job_dir}
 mount --bind /job $H{job_dir}
 echo 0 > $H{deadline}
@@ -107,13 +108,25 @@ class InitParams:
     hung_task_secs: int = 10
     host_cache: str = "cache=loose"
     loop_params: str = ""
+    #: host directories under /tmp the guest must still see (read-only) once its own tmpfs
+    #: covers /tmp: a project checked out there, its venv, a cache there
+    keep_tmp: list[Path] = field(default_factory=list)
 
 
 def render(p: InitParams) -> str:
     """The ``/init`` script for ``p``."""
     bind = "" if p.modules_dir is None else _BIND_MODULES
+    before = after = ""
+    if p.keep_tmp:  # the host's /tmp stays reachable at /hosttmp for the binds below
+        before = "mkdir -p /hosttmp && mount --bind $H/tmp /hosttmp\n"
+        for d in p.keep_tmp:
+            rel = shlex.quote(str(d.relative_to("/tmp")))
+            after += (f"if [ -d /hosttmp/{rel} ]; then mkdir -p $H/tmp/{rel}; "
+                      f"else touch $H/tmp/{rel}; fi; mount --bind /hosttmp/{rel} $H/tmp/{rel}\n")
     return (
         _TEMPLATE.replace("{bind_modules}", bind)
+        .replace("{keep_tmp_before}", before)
+        .replace("{keep_tmp_after}", after)
         .replace("{boot_modules}", " ".join(shlex.quote(m) for m in p.boot_modules))
         .replace("{host_modules}", " ".join(shlex.quote(str(m)) for m in p.host_modules))
         .replace("{release}", shlex.quote(p.release))
