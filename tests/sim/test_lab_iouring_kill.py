@@ -9,8 +9,6 @@ from collections import Counter
 
 from loopdev.lab import model
 from loopdev.lab.scenarios import by_name
-from loopdev.lab.userspace.fio import register_fio
-from loopdev.sim.kernel import SimKernel
 from loopdev.sim.sched import Scheduler
 from loopdev.sim.strategy import RandomWalk
 
@@ -32,8 +30,7 @@ def outcomes(scenario: str, row: str, seeds: range) -> tuple[Counter[str], dict[
 
 def test_the_started_program_is_the_process_a_kill_ends() -> None:
     sched = Scheduler(RandomWalk(1), trace=False)
-    k = SimKernel.boot("v6.11", sched, nr_loop=2)
-    register_fio(k)
+    k, _ = model.boot(sched, "v6.11", UL, nr_loop=2)
     seen: dict[str, object] = {}
 
     def main() -> None:

@@ -56,7 +56,6 @@ def test_a_failure_replays_event_for_event() -> None:
 def test_missing_machinery_is_not_checkable_not_a_verdict() -> None:
     """A scenario asking for an io_uring the model does not have is unsupported, not a pass."""
     scenario = IouringKill(io_uring="no-such-io_uring")
-    box = model._Box()
-    model.program(scenario, "util-linux-2.38", "v6.11", box)(Scheduler(RandomWalk(0)))
-    assert box.outcome is not None and box.outcome.kind == "unsupported"
-    assert "no-such-io_uring" in box.outcome.message
+    run = model.start(Scheduler(RandomWalk(0)), scenario, "util-linux-2.38", "v6.11")
+    assert run.outcome is not None and run.outcome.kind == "unsupported"
+    assert "no-such-io_uring" in run.outcome.message

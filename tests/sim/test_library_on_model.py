@@ -1,7 +1,7 @@
-"""The loopdev library run unchanged on the model kernel (v6.11, modelled udevd on).
-
-attach + detach and mount_image + umount by two concurrent user processes, explored with random
-walks and PCT. A CI-sized budget here; benchmarks/bench_model.py runs the full 10,000.
+"""The loopdev library run unchanged on the model kernel (v6.11, modelled udevd on): the lab's
+library-users scenario, where attach + detach and mount_image + umount run in two concurrent
+user processes, explored with random walks and PCT. A CI-sized budget here;
+benchmarks/bench_model.py runs the full 10,000.
 """
 
 from __future__ import annotations
@@ -11,21 +11,26 @@ from collections import Counter
 import pytest
 
 from loopdev.control import attach
-from loopdev.lab import library_model as lm
-from loopdev.lab.hunt import hunt, random, replay
+from loopdev.lab import model
+from loopdev.lab.hunt import hunt, random, replay, scenario_failure, scenario_setup
+from loopdev.lab.scenarios import by_name
+from loopdev.lab.scenarios.base import Env
+from loopdev.lab.scenarios.library_users import USERS, LibraryUsers
 from loopdev.lab.userspace.mkfs import make_image
 from loopdev.sim.kernel import SimKernel
 from loopdev.sim.sched import Scheduler
 from loopdev.sim.strategy import PCT, RandomWalk
 
 BUDGET = 300
+CELL = ("loopdev", "v6.11")
 
 
 @pytest.mark.parametrize("strategy", ["random", "pct"])
 def test_library_attach_detach_mount_umount_never_fails_on_v6_11_with_udev(strategy: str) -> None:
     explore_with = random(0) if strategy == "random" else PCT(0, depth=3)
-    h = hunt(lm.program(), explore_with, BUDGET, lm.verdict, stop_on_failure=False)
-    assert h.runs == BUDGET
+    setup = scenario_setup("library-users", *CELL)
+    h = hunt(setup, explore_with, BUDGET, scenario_failure, stop_on_failure=False)
+    assert h.runs == BUDGET and not h.model_errors, h.model_errors[:1]
     assert h.first is None, f"{h.describe()}\nreplay token: {h.token}"
 
 
@@ -35,10 +40,11 @@ def test_udev_really_gets_in_the_way() -> None:
     seen: Counter[str] = Counter()
     for seed in range(40):
         sched = Scheduler(RandomWalk(seed), trace=False)
-        lm.program()(sched)
-        out = sched.run()
-        assert lm.verdict(sched, out) is None
-        stats = sched.registry[lm.UDEV]
+        run = model.start(sched, by_name("library-users"), *CELL)
+        outcome, _ = model.outcome_of(sched.run(), run)
+        assert outcome.kind == "pass", outcome
+        assert run.udevd is not None
+        stats = run.udevd.stats
         seen["locked"] += stats.locked > 0
         seen["probed"] += any(stats.probed.values())
         seen["stale"] += stats.stale > 0
@@ -46,18 +52,19 @@ def test_udev_really_gets_in_the_way() -> None:
 
 
 def test_a_leaked_device_is_a_failure_and_replays() -> None:
-    """The check sees what a user would: a script that attaches and never detaches leaves a
+    """The scenario sees what a user would: a user that attaches and never detaches leaves a
     bound device behind, reported with a token that replays to the same verdict."""
 
-    def leaky(k: SimKernel, sched: Scheduler) -> None:
-        make_image(k, "/tmp/leak.img", "ext4", 64 << 10)
-        attach("/tmp/leak.img", kernel=k).relinquish()  # attached, never detached
+    def leaky(env: Env) -> None:
+        k = env.kernel
+        make_image(k, env.path("leak.img"), "ext4", 64 << 10)
+        attach(env.path("leak.img"), kernel=k).relinquish()  # attached, never detached
 
-    prog = lm.program(users=(("leaky", leaky), *lm.USERS))
-    h = hunt(prog, random(0), 3, lm.verdict)
+    setup = scenario_setup(LibraryUsers(users=(("leaky", leaky), *USERS)), *CELL)
+    h = hunt(setup, random(0), 3, scenario_failure)
     msg = h.failures.most_common(1)[0][0] if h.failures else ""
-    assert h.first == 0 and "left in state 1" in msg, h.describe()
-    assert replay(prog, h.token, lm.verdict) == msg
+    assert h.first == 0 and "leftovers" in msg and "still bound" in msg, h.describe()
+    assert replay(setup, h.token, scenario_failure) == msg
 
 
 def test_block_size_and_direct_io_changes_through_the_port_on_the_model() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from simkit import attach
 
 from loopdev import abi
 from loopdev.lab.userspace.mkfs import make_image
-from loopdev.lab.userspace.scripts import attach
 from loopdev.lab.userspace.udevd import UdevConfig, Udevd, start_udevd
 from loopdev.sim.kernel import SimKernel
 from loopdev.sim.sched import Scheduler
@@ -49,7 +49,7 @@ def settle(k: SimKernel, d: Udevd, events: int) -> None:
 def test_probes_an_attached_device(seed: int) -> None:
     def body(k: SimKernel, d: Udevd) -> None:
         make_image(k, "/tmp/img", "ext4", 1 << 16)
-        _dev, fd = attach(k, "/tmp/img", abi.LO_FLAGS_READ_ONLY)
+        _n, fd = attach(k, "/tmp/img", flags=abi.LO_FLAGS_READ_ONLY)
         settle(k, d, 1)
         k.close(fd)
 
@@ -60,7 +60,7 @@ def test_probes_an_attached_device(seed: int) -> None:
 def test_stale_events_of_a_detached_device_are_skipped() -> None:
     def body(k: SimKernel, d: Udevd) -> None:
         make_image(k, "/tmp/img", "xfs", 1 << 16)
-        _dev, fd = attach(k, "/tmp/img", 0)
+        _n, fd = attach(k, "/tmp/img")
         settle(k, d, 1)
         k.ioctl(fd, abi.LOOP_CLR_FD, 0)
         k.close(fd)
@@ -80,7 +80,7 @@ def test_an_exclusive_flock_makes_udevd_wait() -> None:
         make_image(k, "/tmp/img", "squashfs", 1 << 16)
         lock = k.open("/dev/loop0", abi.O_RDONLY | abi.O_CLOEXEC)
         k.flock(lock, abi.LOCK_EX)
-        _dev, fd = attach(k, "/tmp/img", abi.LO_FLAGS_READ_ONLY)
+        _n, fd = attach(k, "/tmp/img", flags=abi.LO_FLAGS_READ_ONLY)
         k.sleep(0.5)  # udevd retries every 200 ms meanwhile
         seen["probed while locked"] = dict(d.stats.probed)
         seen["requeued"] = d.stats.locked

@@ -19,7 +19,7 @@ from loopdev.lab import model
 from loopdev.lab.backends import USERSPACES
 from loopdev.lab.cells import DEFAULT_BUDGET, LabConfig, default_workers
 from loopdev.lab.runner import run_lab, to_json
-from loopdev.lab.scenarios import all_scenarios
+from loopdev.lab.scenarios import all_scenarios, optional_scenarios
 
 
 def add_parser(subparsers: Any) -> None:
@@ -55,7 +55,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--scenario",
         action="append",
-        help="only this scenario (repeatable): " + ", ".join(s.name for s in all_scenarios()),
+        help="only this scenario (repeatable): " + ", ".join(s.name for s in all_scenarios())
+        + "; outside the default matrix: " + ", ".join(s.name for s in optional_scenarios()),
     )
     p.add_argument(
         "--variant",

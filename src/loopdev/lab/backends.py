@@ -18,6 +18,7 @@ from loopdev.device import detach
 from loopdev.errors import LoopdevError
 from loopdev.kernel import Kernel, RunResult
 from loopdev.lab.scenarios.base import CAPABILITY_ERRNOS, ScenarioFailure, Unsupported, errname
+from loopdev.lab.scenarios.common import library_failure
 from loopdev.mount import mount_image, umount
 
 #: util-linux / libmount messages → the errno they report (libmount's mnt_context_get_*_excode
@@ -92,17 +93,6 @@ class UtilLinux:
         self._run(["losetup", "-d", device], step)
 
 
-def _fail(step: str, e: BaseException) -> ScenarioFailure:
-    kind = type(e).__name__
-    cause = e.__cause__ or e.__context__
-    if isinstance(e, OSError):
-        kind = errname(e)
-    elif isinstance(cause, OSError) and cause.errno:
-        kind = f"{kind}/{errname(cause)}"
-    msg = str(e).splitlines()[0] if str(e) else kind
-    return ScenarioFailure(step, kind, msg)
-
-
 class LoopdevLibrary:
     """The loopdev library: mount_image / umount / attach / detach on the given kernel."""
 
@@ -115,13 +105,13 @@ class LoopdevLibrary:
         try:
             mount_image(image, target, read_only=read_only, kernel=self.kernel)
         except (LoopdevError, OSError) as e:
-            raise _fail(step, e) from e
+            raise library_failure(step, e) from e
 
     def umount(self, target: str, *, step: str) -> None:
         try:
             umount(target, kernel=self.kernel)
         except (LoopdevError, OSError) as e:
-            raise _fail(step, e) from e
+            raise library_failure(step, e) from e
 
     def attach(self, image: str, *, step: str) -> str:
         try:
@@ -130,13 +120,13 @@ class LoopdevLibrary:
             dev.relinquish()
             return path
         except (LoopdevError, OSError) as e:
-            raise _fail(step, e) from e
+            raise library_failure(step, e) from e
 
     def detach(self, device: str, *, step: str) -> None:
         try:
             detach(device, kernel=self.kernel)
         except (LoopdevError, OSError) as e:
-            raise _fail(step, e) from e
+            raise library_failure(step, e) from e
 
 
 #: userspace ids → display names

@@ -1,10 +1,10 @@
-"""Hunting failures in the model, and checking RESEARCH §3's claims.
+"""Hunting failures in the model: explore one setup with a strategy, count what a user would
+have seen, and replay a token to the same verdict.
 
-* :func:`scenario_program` / :func:`scenario_failure` — one lab scenario cell as an exploration
-  program, for :func:`hunt` and :func:`replay`.
-* :func:`shell` — shell-loop programs over the modelled util-linux (+ udevd) for the benchmarks
-  (benchmarks/bench_model.py): a run "fails" when the script returns the line a user would
-  have seen.
+* :func:`scenario_setup` / :func:`scenario_failure` — one lab scenario cell (the lab's own
+  :func:`loopdev.lab.model.start`) as an exploration setup and the check of its runs.
+* :func:`hunt` — explore a setup; :class:`Hunt` says how many runs failed, how, how soon.
+* :func:`replay` — one run under a token's choices, and what the check says of it.
 
 Which runs fail is decided by the model under the scheduler's choices, never named here.
 """
@@ -16,53 +16,38 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from loopdev.lab import model as lab_model
+from loopdev.lab import model
 from loopdev.lab.scenarios import by_name
-from loopdev.lab.userspace import register_util_linux
-from loopdev.lab.userspace.scripts import mount_loop, nested_umount
-from loopdev.lab.userspace.udevd import start_udevd
-from loopdev.sim.explore import explore
-from loopdev.sim.kernel import SimKernel
+from loopdev.lab.scenarios.base import Scenario
+from loopdev.sim.explore import Check, RunSetup, explore
 from loopdev.sim.sched import RunOutcome, Scheduler
 from loopdev.sim.strategy import PCT, RandomWalk, Replay, Strategy
 
-#: registry key where a program stores what the user saw (a failure line, or None)
-SEEN = "claims.seen"
-
-Program = Callable[[Scheduler], None]
-Check = Callable[[Scheduler, RunOutcome], "str | None"]
+#: registry key of a scenario cell's run (its :class:`~loopdev.lab.model.ModelRun`)
+RUN = "hunt.scenario"
 
 
-def boot(sched: Scheduler, variant: str, ul: str, nr_loop: int = 4) -> SimKernel:
-    """A fresh model machine with util-linux ``ul``'s programs registered."""
-    k = SimKernel.boot(variant, sched, nr_loop=nr_loop)
-    register_util_linux(k, ul)
-    return k
+def scenario_setup(scenario: Scenario | str, userspace: str, variant: str) -> RunSetup:
+    """A lab scenario cell as an exploration setup: the lab's own run of it (fresh machine,
+    the row's userspace, udevd if the scenario wants it), kept in the scheduler's registry."""
+    sc = by_name(scenario) if isinstance(scenario, str) else scenario
+
+    def setup(sched: Scheduler) -> None:
+        sched.registry[RUN] = model.start(sched, sc, userspace, variant)
+
+    return setup
 
 
-def shell(variant: str, ul: str, udev: bool, script: Callable[[SimKernel], str | None]) -> Program:
-    """A model program: ``script`` as the shell, with or without udevd running alongside."""
-
-    def program(sched: Scheduler) -> None:
-        k = boot(sched, variant, ul)
-
-        def sh() -> None:
-            d = start_udevd(k) if udev else None
-            try:
-                sched.registry[SEEN] = script(k)
-            finally:
-                if d is not None:
-                    d.stop()
-
-        k.spawn(sh, "sh")
-
-    return program
-
-
-def user_failure(sched: Scheduler, out: RunOutcome) -> str | None:
-    """The failure line the shell script stored, if any."""
-    seen = sched.registry.get(SEEN)
-    return seen if isinstance(seen, str) else None
+def scenario_failure(sched: Scheduler, out: RunOutcome) -> str | None:
+    """What the lab records for a run of :func:`scenario_setup` when it is not a pass: its
+    label (``fail: <step>: <kind>``, ``lockdep: ...``) and the message's first line."""
+    run = sched.registry.get(RUN)
+    assert isinstance(run, model.ModelRun)
+    outcome, _report = model.outcome_of(out, run)
+    if outcome.kind == "pass":
+        return None
+    first = outcome.message.splitlines()[0] if outcome.message else ""
+    return f"{outcome.label} - {first}" if first else outcome.label
 
 
 @dataclass
@@ -87,14 +72,14 @@ class Hunt:
 
 
 def hunt(
-    program: Program,
+    setup: RunSetup,
     strategy: Strategy | Callable[[int], Strategy],
     budget: int,
-    check: Check = user_failure,
+    check: Check,
     *,
     stop_on_failure: bool = True,
 ) -> Hunt:
-    """Explore ``program``; count the runs ``check`` flags. A run whose outcome is not ``ok``
+    """Explore ``setup``; count the runs ``check`` flags. A run whose outcome is not ``ok``
     (deadlock, step limit, a model error) is recorded in ``model_errors``."""
     h = Hunt()
     t0 = time.perf_counter()
@@ -108,7 +93,7 @@ def hunt(
         h.runs += 1
         return msg
 
-    res = explore(program, strategy, budget, check=counting, stop_on_failure=stop_on_failure)
+    res = explore(setup, strategy, budget, check=counting, stop_on_failure=stop_on_failure)
     for out in res.failures:
         if out.kind != "ok":
             h.model_errors.append(out.describe())
@@ -117,10 +102,10 @@ def hunt(
     return h
 
 
-def replay(program: Program, token: str, check: Check = user_failure) -> str | None:
-    """Run ``program`` once under the token's choices; what ``check`` says of that run."""
+def replay(setup: RunSetup, token: str, check: Check) -> str | None:
+    """Run ``setup`` once under the token's choices; what ``check`` says of that run."""
     sched = Scheduler(Replay(token), trace=False)
-    program(sched)
+    setup(sched)
     return check(sched, sched.run())
 
 
@@ -134,58 +119,6 @@ def pct(seed0: int, depth: int = 3) -> Callable[[int], Strategy]:
     return lambda i: PCT(seed0 + i, depth=depth)
 
 
-def loop3(k: SimKernel) -> str | None:
-    """``mount -o loop,ro; umount`` three times (claims 1, 3, 4)."""
-    return mount_loop(k, iterations=3)
-
-
-def loop1(k: SimKernel) -> str | None:
-    """One ``mount -o loop,ro; umount`` (the benchmark's scenario)."""
-    return mount_loop(k, iterations=1)
-
-
-def nested(k: SimKernel) -> str | None:
-    """``umount inner; umount outer`` of a nested loop mount (claim 2)."""
-    return nested_umount(k)
-
-
-#: claim 1: v5.17-rc1 + udev + util-linux 2.37's mount loop fails reading the superblock
-CLAIM1 = ("v5.17-rc1", "2.37", True, loop3)
-#: claim 2: v5.17-rc1, nested loop mounts: the outer umount is EBUSY
-CLAIM2 = ("v5.17-rc1", "2.38", False, nested)
-
-
-# -- one lab scenario cell as an exploration program ------------------------------------------
-
-
-#: registry key of a scenario run's box (its outcome)
-_BOX = "hunt.scenario"
-
-
-def scenario_program(scenario: str, userspace: str, variant: str) -> Program:
-    """A lab scenario cell as a program for :func:`hunt` / :func:`replay` (the lab's own
-    setup: fresh machine, userspace row, udevd if the scenario wants it)."""
-    sc = by_name(scenario)
-
-    def program(sched: Scheduler) -> None:
-        box = lab_model._Box()
-        sched.registry[_BOX] = box
-        lab_model.program(sc, userspace, variant, box)(sched)
-
-    return program
-
-
-def scenario_failure(sched: Scheduler, out: RunOutcome) -> str | None:
-    """What the lab records for a run of :func:`scenario_program`, when it is not a pass:
-    ``fail: <step>: <kind>``, ``deadlock: ...``, ``lockdep: ...``."""
-    box = sched.registry.get(_BOX)
-    assert isinstance(box, lab_model._Box)
-    outcome, _report = lab_model.outcome_of(out, box)
-    return None if outcome.kind == "pass" else outcome.label
-
-
 __all__ = [
-    "CLAIM1", "CLAIM2", "SEEN", "Hunt", "boot", "hunt", "loop1", "loop3", "nested", "pct",
-    "random", "replay",
-    "scenario_failure", "scenario_program", "shell", "user_failure",
+    "RUN", "Hunt", "hunt", "pct", "random", "replay", "scenario_failure", "scenario_setup",
 ]  # fmt: skip

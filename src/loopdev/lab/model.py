@@ -1,6 +1,10 @@
 """Running one scenario once in the model: a fresh SimKernel of a variant, the chosen userspace,
 optionally the modelled udevd, under a scheduler with a given strategy and seed.
 
+:func:`boot` is the one way a fresh model machine is made for a run (the lab, the hunts of
+:mod:`loopdev.lab.hunt` and the benchmarks all use it); :func:`start` sets a scenario cell's run
+up on it, :func:`outcome_of` reads the result and :func:`run_once` does all three.
+
 The outcome is what the run showed: the scenario's user-visible failure, a deadlock (no task
 can run), a lockdep cycle, or pass. Nothing here knows which variant "should" fail.
 """
@@ -10,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from loopdev.kernel import Kernel, Process
@@ -20,7 +24,7 @@ from loopdev.lab.scenarios import by_name
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
 from loopdev.lab.userspace import register_util_linux
 from loopdev.lab.userspace.fio import register_fio
-from loopdev.lab.userspace.udevd import start_udevd
+from loopdev.lab.userspace.udevd import Udevd, start_udevd
 from loopdev.sim import loop
 from loopdev.sim.io_uring import use_io_uring_variant
 from loopdev.sim.kernel import SimKernel
@@ -100,59 +104,73 @@ def _userspace(kernel: SimKernel, row: str) -> Userspace:
     return LoopdevLibrary(kernel) if row == "loopdev" else UtilLinux(kernel, row)
 
 
+def boot(
+    sched: Scheduler, variant: str, row: str, *, nr_loop: int = 8
+) -> tuple[SimKernel, Userspace]:
+    """A fresh model machine for one run on ``sched``: the kernel of ``variant`` with the
+    modelled programs registered (util-linux in the version ``row`` names, mkfs, fio), and
+    the userspace of ``row``."""
+    kernel = SimKernel.boot(variant, sched, nr_loop=nr_loop)
+    userspace = _userspace(kernel, row)
+    register_fio(kernel)
+    return kernel, userspace
+
+
 @dataclass
-class _Box:
+class ModelRun:
+    """One scenario run in the model as :func:`start` set it up: the kernel, the modelled
+    udevd when the scenario wants one, and what the scenario's task reported when it ended."""
+
+    kernel: SimKernel | None = None
+    udevd: Udevd | None = None
     outcome: Outcome | None = None
-    notes: list[str] = field(default_factory=list)
 
 
-def program(scenario: Scenario, row: str, variant: str, box: _Box) -> Callable[[Scheduler], None]:
-    """The model program for one run: builds the kernel and spawns the scenario's task."""
+def start(sched: Scheduler, scenario: Scenario, row: str, variant: str) -> ModelRun:
+    """Set up one run of ``scenario`` on ``sched``: boot the machine, start udevd if the
+    scenario wants it, and spawn the scenario's task (``sched.run()`` then runs it)."""
+    run = ModelRun()
+    why = _use_io_uring(sched, getattr(scenario, "io_uring", None))
+    if why is not None:
+        run.outcome = Outcome("unsupported", message=why)
+        return run
+    kernel, us = boot(sched, variant, row)
+    udevd = start_udevd(kernel) if scenario.udev else None
+    run.kernel, run.udevd = kernel, udevd
+    env = Env(
+        kernel=kernel,
+        userspace=us,
+        workdir=WORKDIR,
+        make_image=_model_image_maker(kernel),
+        start=_model_starter(kernel),
+        is_model=True,
+        udev=scenario.udev,
+    )
 
-    def setup(sched: Scheduler) -> None:
-        why = _use_io_uring(sched, getattr(scenario, "io_uring", None))
-        if why is not None:
-            box.outcome = Outcome("unsupported", message=why)
-            return
-        kernel = SimKernel.boot(variant, sched)
-        us = _userspace(kernel, row)
-        register_fio(kernel)  # the other modelled program scenarios start
-        udevd = start_udevd(kernel) if scenario.udev else None
-        env = Env(
-            kernel=kernel,
-            userspace=us,
-            workdir=WORKDIR,
-            make_image=_model_image_maker(kernel),
-            start=_model_starter(kernel),
-            is_model=True,
-            udev=scenario.udev,
-        )
+    def main() -> None:
+        try:
+            with contextlib.suppress(OSError):
+                kernel.mkdir(WORKDIR)
+            scenario.prepare(env)
+            scenario.trial(env)
+            run.outcome = PASS
+        except ScenarioFailure as f:
+            run.outcome = Outcome("fail", f.key, f.message)
+        except Unsupported as u:
+            run.outcome = Outcome("unsupported", message=str(u))
+        finally:
+            if udevd is not None:
+                udevd.stop()
 
-        def main() -> None:
-            try:
-                with contextlib.suppress(OSError):
-                    kernel.mkdir(WORKDIR)
-                scenario.prepare(env)
-                scenario.trial(env)
-                box.outcome = PASS
-            except ScenarioFailure as f:
-                box.outcome = Outcome("fail", f.key, f.message)
-            except Unsupported as u:
-                box.outcome = Outcome("unsupported", message=str(u))
-            finally:
-                if udevd is not None:
-                    udevd.stop()
-
-        kernel.spawn(main, "lab")
-
-    return setup
+    kernel.spawn(main, "lab")
+    return run
 
 
-def outcome_of(out: RunOutcome, box: _Box) -> tuple[Outcome, str]:
+def outcome_of(out: RunOutcome, run: ModelRun) -> tuple[Outcome, str]:
     """The run's outcome (and any lockdep report text) from the scheduler and the scenario."""
     report = "\n\n".join(r.format() for r in out.lockdep)
-    if box.outcome is not None and box.outcome.kind == "unsupported":
-        return box.outcome, report
+    if run.outcome is not None and run.outcome.kind == "unsupported":
+        return run.outcome, report
     if out.kind == "deadlock":
         who = " -> ".join(out.cycle) if out.cycle else ", ".join(w.thread for w in out.waits)
         return Outcome("deadlock", who[:80], out.describe()), report
@@ -164,14 +182,14 @@ def outcome_of(out: RunOutcome, box: _Box) -> tuple[Outcome, str]:
             return Outcome("unsupported", message=str(err)), report
         name = type(err).__name__ if err is not None else "error"
         return Outcome("error", name, out.traceback.strip().splitlines()[-1] if out.traceback else name), report
-    if box.outcome is not None and box.outcome.kind == "fail":
-        return box.outcome, report
+    if run.outcome is not None and run.outcome.kind == "fail":
+        return run.outcome, report
     if out.lockdep:
         rep = out.lockdep[0]
         return Outcome("lockdep", _lockdep_key(rep), rep.title), report
-    if box.outcome is None:
+    if run.outcome is None:
         return Outcome("error", "no result", "the scenario task never finished"), report
-    return box.outcome, report
+    return run.outcome, report
 
 
 def run_once(
@@ -186,14 +204,13 @@ def run_once(
 ) -> tuple[RunRecord, RunOutcome | None]:
     """One run of a scenario in the model."""
     scenario = by_name(scenario_name)
-    box = _Box()
     sched = Scheduler(strategy, trace=trace, max_steps=max_steps)
     t0 = time.perf_counter()
-    program(scenario, row, variant, box)(sched)
-    if box.outcome is not None and box.outcome.kind == "unsupported":
-        return RunRecord(seed, box.outcome, "", time.perf_counter() - t0), None
+    run = start(sched, scenario, row, variant)
+    if run.outcome is not None and run.outcome.kind == "unsupported":
+        return RunRecord(seed, run.outcome, "", time.perf_counter() - t0), None
     out = sched.run()
-    outcome, report = outcome_of(out, box)
+    outcome, report = outcome_of(out, run)
     rec = RunRecord(
         seed,
         outcome,

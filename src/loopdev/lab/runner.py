@@ -16,7 +16,7 @@ from typing import Any
 from loopdev.lab.cells import REFERENCE, LabConfig, run_model
 from loopdev.lab.claims import ClaimVerdict, claim_cells, judge_all
 from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult
-from loopdev.lab.scenarios import all_scenarios
+from loopdev.lab.scenarios import all_scenarios, optional_scenarios
 from loopdev.lab.scenarios.base import Scenario
 
 
@@ -94,7 +94,8 @@ def run_lab(
     from loopdev.lab import realkernel
 
     t0 = time.monotonic()
-    scenarios: list[Scenario] = [s for s in all_scenarios() if s.name in cfg.scenarios]
+    known = (*all_scenarios(), *optional_scenarios())
+    scenarios: list[Scenario] = [s for s in known if s.name in cfg.scenarios]
     rows = [(s.name, us) for s in scenarios for us in cfg.userspaces if _accepts(s, us)]
     keys = [CellKey(s, us, v) for s, us in rows for v in cfg.variants]
     notes: list[str] = []

@@ -1,10 +1,13 @@
-"""The lab's scenarios, each written once against the Kernel port."""
+"""The lab's scenarios, each written once against the Kernel port: one module each, and one
+line in :func:`all_scenarios` (the default matrix) or :func:`optional_scenarios` (run only
+when named, ``loopdev lab --scenario NAME``)."""
 
 from __future__ import annotations
 
 from loopdev.lab.scenarios.base import Scenario
 from loopdev.lab.scenarios.detach_open import DetachOpen
 from loopdev.lab.scenarios.iouring_kill import IouringKill
+from loopdev.lab.scenarios.library_users import LibraryUsers
 from loopdev.lab.scenarios.mount_loop import MountLoop
 from loopdev.lab.scenarios.nested_umount import NestedUmount
 from loopdev.lab.scenarios.parallel_attach import ParallelAttach
@@ -12,7 +15,7 @@ from loopdev.lab.scenarios.resume_chain import ResumeChain
 
 
 def all_scenarios() -> list[Scenario]:
-    """Every scenario, in the order the matrix shows them."""
+    """Every scenario of the default matrix, in the order the matrix shows them."""
     return [
         MountLoop(udev=True),
         MountLoop(udev=False),
@@ -26,8 +29,13 @@ def all_scenarios() -> list[Scenario]:
     ]
 
 
+def optional_scenarios() -> list[Scenario]:
+    """Scenarios outside the default matrix, run when a lab run names them."""
+    return [LibraryUsers()]
+
+
 def by_name(name: str) -> Scenario:
-    for s in all_scenarios():
+    for s in (*all_scenarios(), *optional_scenarios()):
         if s.name == name:
             return s
     raise KeyError(name)

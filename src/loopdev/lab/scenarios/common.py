@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from loopdev import abi
-from loopdev.lab.scenarios.base import Env, ScenarioFailure, Unsupported
+from loopdev.lab.scenarios.base import Env, ScenarioFailure, Unsupported, errname
 
 
 def _unescape(raw: str) -> str:
@@ -17,19 +17,31 @@ def _unescape(raw: str) -> str:
     )
 
 
-def mount_source(env: Env, target: str) -> str | None:
-    """The source device of the mount on ``target`` (the last one), from mountinfo."""
+def mounts(env: Env) -> list[tuple[str, str]]:
+    """(source, mount point) of every mount, in mountinfo's order (none if it is unreadable)."""
     try:
         raw = env.kernel.readfile("/proc/self/mountinfo").decode("utf-8", "replace")
     except OSError:
-        return None
-    want = env.kernel.realpath(target)
-    found = None
+        return []
+    found: list[tuple[str, str]] = []
     for line in raw.splitlines():
         left, _, right = line.partition(" - ")
         parts, rparts = left.split(), right.split()
-        if len(parts) > 4 and len(rparts) > 1 and _unescape(parts[4]) == want:
-            found = _unescape(rparts[1])
+        if len(parts) > 4 and len(rparts) > 1:
+            found.append((_unescape(rparts[1]), _unescape(parts[4])))
+    return found
+
+
+def mount_source(env: Env, target: str) -> str | None:
+    """The source device of the mount on ``target`` (the last one), from mountinfo."""
+    table = mounts(env)
+    if not table:
+        return None
+    want = env.kernel.realpath(target)
+    found = None
+    for source, mountpoint in table:
+        if mountpoint == want:
+            found = source
     return found
 
 
@@ -75,6 +87,19 @@ def timed_umount(env: Env, target: str, step: str, *, wait_detach: bool = False)
             delay = wait_unbound(env, src, 2.0)
             if delay is not None:
                 env.measure("detach_delay", delay)
+
+
+def library_failure(step: str, e: BaseException) -> ScenarioFailure:
+    """What a user of the loopdev library sees when a call raises: the exception's kind (with
+    the errno behind it) and its first line."""
+    kind = type(e).__name__
+    cause = e.__cause__ or e.__context__
+    if isinstance(e, OSError):
+        kind = errname(e)
+    elif isinstance(cause, OSError) and cause.errno:
+        kind = f"{kind}/{errname(cause)}"
+    msg = str(e).splitlines()[0] if str(e) else kind
+    return ScenarioFailure(step, kind, msg)
 
 
 def ensure_dir(env: Env, path: str) -> None:
@@ -152,7 +177,7 @@ def remove(env: Env, *paths: str) -> None:
 
 
 def run_children(
-    env: Env, children: dict[str, Callable[[], None]], timeout: float = 20.0
+    env: Env, children: Mapping[str, Callable[[], None]], timeout: float = 20.0
 ) -> list[ScenarioFailure]:
     """Run each function in its own process/task; collect the user-visible failures they
     report (through a small result file, since a process only returns an exit status)."""

@@ -5,8 +5,7 @@
   and :mod:`.loopcxt`), ``losetup`` (:mod:`.losetup`), in the version a row names;
 * image creators ``mkfs.*``/``mksquashfs`` (:mod:`.mkfs`), fio (:mod:`.fio`, io_uring readers:
   model only), the processes of the resume chain (:mod:`.resume`);
-* systemd-udevd (:mod:`.udevd`), the daemon that opens every block device it is told about;
-* shell loops over those programs (:mod:`.scripts`).
+* systemd-udevd (:mod:`.udevd`), the daemon that opens every block device it is told about.
 
 :func:`util_linux_programs` gives ``name -> Program`` for one util-linux version;
 :func:`register_util_linux` installs them in a model kernel's program registry, so that
