@@ -12,7 +12,7 @@ from simkit import attach, errno_of, is_bound, make_image, run_model
 
 from loopdev import abi
 from loopdev.kernel import Kernel, RunResult
-from loopdev.sim.kernel import SimKernel, register_program
+from loopdev.sim.kernel import SimKernel
 from loopdev.sim.sched import Scheduler
 from loopdev.sim.strategy import RandomWalk, Replay
 
@@ -80,9 +80,8 @@ def test_run_looks_up_registered_programs() -> None:
     def echo(k: SimKernel, argv: Sequence[str], stdin: bytes | None) -> RunResult:
         return RunResult(3, " ".join(argv[1:]) + "\n", "")
 
-    register_program("true", true_)
-
     def main(k: SimKernel, notes: dict[str, Any]) -> None:
+        k.register_program("true", true_)
         k.register_program("echo", echo)
         notes["true"] = k.run(["/bin/true"])
         notes["echo"] = k.run(["echo", "a", "b"])

@@ -10,9 +10,9 @@ Typical use::
     k.spawn(lambda: scenario(k), "scenario")
     outcome = sched.run()
 
-Modelled userspace programs plug in through :func:`register_program` (global) or
-:meth:`SimKernel.register_program` (one kernel); :meth:`SimKernel.run` looks ``argv[0]`` (or
-its basename) up and runs the program in a new task, as fork + exec would.
+Modelled userspace programs plug in through :meth:`SimKernel.register_program`: each is an
+:data:`Executable`, what ``exec`` finds for a name; :meth:`SimKernel.run` looks ``argv[0]``
+(or its basename) up and runs it in a new task, as fork + exec would.
 """
 
 from __future__ import annotations
@@ -50,19 +50,9 @@ from loopdev.sim.vfs import (
     vfs_write,
 )
 
-#: A modelled userspace program: (kernel, argv, stdin) → exit status or a full RunResult.
-Program = Callable[["SimKernel", Sequence[str], bytes | None], "RunResult | int | None"]
-
-_PROGRAMS: dict[str, Program] = {}
-
-
-def register_program(name: str, factory: Program) -> None:
-    """Make `name` runnable by :meth:`SimKernel.run` in every model kernel."""
-    _PROGRAMS[name] = factory
-
-
-def registered_programs() -> dict[str, Program]:
-    return dict(_PROGRAMS)
+#: What ``exec`` runs for a registered name: a modelled userspace program, called
+#: (kernel, argv, stdin) in its new task → exit status or a full RunResult.
+Executable = Callable[["SimKernel", Sequence[str], bytes | None], "RunResult | int | None"]
 
 
 class SimProcess:
@@ -113,14 +103,14 @@ class SimKernel:
         self.sched = machine.sched
         self.variant = machine.variant
         self.name = f"model:{machine.variant}"
-        self.programs: dict[str, Program] = {}
+        self.programs: dict[str, Executable] = {}
 
     @classmethod
     def boot(cls, variant: str, sched: Scheduler, nr_loop: int = 8) -> SimKernel:
         """A fresh machine for `sched`'s run, with /dev/loop0..nr_loop-1."""
         return cls(Machine(sched, variant, nr_loop))
 
-    def register_program(self, name: str, factory: Program) -> None:
+    def register_program(self, name: str, factory: Executable) -> None:
         """Make `name` runnable by :meth:`run` in this kernel only."""
         self.programs[name] = factory
 
@@ -384,11 +374,10 @@ class SimKernel:
             return proc
         return self._new_task(fn, name, False)[1]
 
-    def _program(self, argv0: str) -> Program:
-        for table in (self.programs, _PROGRAMS):
-            for key in (argv0, argv0.rsplit("/", 1)[-1]):
-                if key in table:
-                    return table[key]
+    def _program(self, argv0: str) -> Executable:
+        for key in (argv0, argv0.rsplit("/", 1)[-1]):
+            if key in self.programs:
+                return self.programs[key]
         raise FileNotFoundError(errno.ENOENT, f"No such file or directory: {argv0!r}", argv0)
 
     def has_program(self, name: str) -> bool:
@@ -576,4 +565,4 @@ def release_of(driver: type) -> str:
     raise ValueError(f"{driver.__name__}: no upstream release in its class hierarchy")
 
 
-__all__ = ["Program", "SimKernel", "SimProcess", "register_program", "registered_programs"]
+__all__ = ["Executable", "SimKernel", "SimProcess"]

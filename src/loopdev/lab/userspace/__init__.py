@@ -23,7 +23,7 @@ from loopdev.lab.userspace.losetup import losetup_main
 from loopdev.lab.userspace.mkfs import mkfs_main, mksquashfs_main
 from loopdev.lab.userspace.mount import mount_main, umount_main
 from loopdev.lab.userspace.program import Program, exec_time
-from loopdev.sim.kernel import SimKernel
+from loopdev.sim.kernel import Executable, SimKernel
 
 __all__ = ["Program", "UtilLinuxVersion", "register_util_linux", "util_linux_programs"]
 
@@ -58,16 +58,16 @@ def _mkfs(fstype: str) -> Program:
 
 
 def register_util_linux(kernel: SimKernel, version: str = "2.38") -> dict[str, Program]:
-    """Register the programs with ``kernel.register_program(name, factory)`` (SimKernel's
-    registry, whose programs are called ``(kernel, argv, stdin)``); each run starts with the
-    program's start-up time (:func:`~loopdev.lab.userspace.program.exec_time`)."""
+    r"""Register the programs with the model kernel (as :data:`~loopdev.sim.kernel.Executable`\ s,
+    called ``(kernel, argv, stdin)``); each run starts with the program's start-up time
+    (:func:`~loopdev.lab.userspace.program.exec_time`)."""
     progs = util_linux_programs(version)
     for name, prog in progs.items():
         kernel.register_program(name, _with_stdin(prog))
     return progs
 
 
-def _with_stdin(prog: Program) -> Callable[[Kernel, Sequence[str], bytes | None], RunResult]:
+def _with_stdin(prog: Program) -> Executable:
     def run(kernel: Kernel, argv: Sequence[str], stdin: bytes | None) -> RunResult:
         exec_time(kernel)
         return prog(kernel, argv)
