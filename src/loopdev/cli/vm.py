@@ -303,7 +303,9 @@ def table(results: list[VariantResult]) -> str:
         for g in r.guests:
             boot = f"boot {g.boot_seconds:.1f} s, " if g.boot_seconds else ""
             msg = f": {g.message}" if g.message else ""
-            lines.append(f"guest {g.column}: {g.status}{msg} ({boot}{g.seconds:.1f} s)")
+            ld = {"on": ", lockdep on to the end", "off": ", lockdep off after a report"}
+            lines.append(f"guest {g.column}: {g.status}{msg} ({boot}{g.seconds:.1f} s"
+                         f"{ld.get(g.lockdep, '')})")  # fmt: skip
             lines.extend(f"  kernel {w}" for w in g.warnings[:3])
         lines.extend(f"note {r.column}: {n}" for n in dict.fromkeys(r.notes))
     reasons = {timing_distortion(c.key.scenario, by_name(c.key.scenario).udev, c.key.userspace)
@@ -364,6 +366,9 @@ def _test(args: argparse.Namespace) -> int:
         print(f"{test.outcome.upper():<8} {test.nodeid}{why}")
     bad = result.unexpected(args.expect_skip)
     print(result.summary())
+    for report in result.lockdep_reports:
+        print(f"lockdep in the guest: {report.label}")
+        print("\n".join(f"  {line}" for line in report.summary()))
     if result.status != "ok":
         print(f"loopdev: vm test: guest {result.status}: {result.message}", file=sys.stderr)
     for test in bad:

@@ -86,11 +86,11 @@ class Agent:
         )
         if self.job.script:
             self.run_script(self.job.script)
-            self.emit("done", uptime=_uptime())
+            self.emit("done", uptime=_uptime(), lockdep=_lockdep_state())
             return
         if self.job.pytest:
             self.run_pytest(self.job.pytest)
-            self.emit("done", uptime=_uptime())
+            self.emit("done", uptime=_uptime(), lockdep=_lockdep_state())
             return
         try:
             self.klog = KernelLog()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from loopdev.vm import build, kernels
 from loopdev.vm.guest import OK, GuestOptions, GuestRun, run_guest
+from loopdev.vm.lockdep_report import KernelLockdepReport, parse_reports
 from loopdev.vm.protocol import Event, Job
 from loopdev.vm.variants import module_source
 
@@ -46,6 +47,11 @@ class GuestTestRun:
     tests: list[GuestTest] = field(default_factory=list)
     output: str = ""  # the end of pytest's output (-rA: one line per test)
     guest: GuestRun | None = None
+
+    @property
+    def lockdep_reports(self) -> list[KernelLockdepReport]:
+        """Lockdep reports the guest's kernel printed while the tests ran (lockdep kernel)."""
+        return parse_reports(self.guest.dmesg or self.guest.console) if self.guest else []
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.tests if t.outcome == outcome)
