@@ -176,9 +176,6 @@ class CellResult:
     def is_unsupported(self) -> bool:
         return self.runs > 0 and self.counts.get("unsupported", 0) == self.runs
 
-    def outcome_labels(self) -> set[str]:
-        return set(self.counts)
-
     def to_json(self, *, with_events: bool = False) -> dict[str, Any]:
         return {
             "scenario": self.key.scenario,

@@ -33,7 +33,6 @@ from loopdev.sim.sync import (
 )
 from loopdev.sim.vfs import (
     FMODE_EXCL,
-    FMODE_WRITE,
     File,
     FileOperations,
     Inode,
@@ -578,10 +577,6 @@ class BlockLayer:
         else:
             return disk.fops.ioctl(bdev, mode, cmd, arg)
         return 0
-
-    @staticmethod
-    def writable(mode: int) -> bool:
-        return bool(mode & FMODE_WRITE)
 
 
 __all__ = [

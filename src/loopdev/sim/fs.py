@@ -53,9 +53,9 @@ class FsType:
     #: bytes to read at mount (covers every magic)
     read_size = SUPER_READ
     #: what fill_super returns when the superblock cannot be read (the device is shorter than
-    #: the superblock: "attempt to access beyond end of device", or the read failed). Measured
-    #: on 6.18 with a 0-byte loop device: squashfs, xfs, ext2/3/4 give EIO ("can't read
-    #: superblock"), erofs and btrfs EINVAL ("wrong fs type, bad option, bad superblock").
+    #: the superblock: "attempt to access beyond end of device", or the read failed), as a
+    #: 0-byte loop device shows on a real kernel: squashfs, xfs, ext2/3/4 give EIO ("can't
+    #: read superblock"), erofs and btrfs EINVAL ("wrong fs type, bad option, bad superblock").
     unreadable_errno = errno.EIO
 
     def __init__(self, machine: Machine) -> None:
@@ -115,7 +115,7 @@ class BlockFsType(FsType):
             raise err(self.unreadable_errno, f"{self.name}: unable to read superblock")
         if not self.recognise(raw):
             raise err(errno.EINVAL, f"{self.name}: no valid superblock")
-        sb.mode_opened = mode  # type: ignore[attr-defined]
+        sb.mode_opened = mode
         key = (bdev.bd_disk.media_key(), raw[: self.read_size])
         tree = self.machine.fs_store.get(key)
         if tree is not None:
@@ -131,8 +131,7 @@ class BlockFsType(FsType):
         bdev = sb.s_bdev
         assert bdev is not None
         self.machine.super_blocks.pop(bdev.bd_dev, None)
-        mode: int = getattr(sb, "mode_opened", FMODE_READ | FMODE_EXCL)
-        self.machine.block.blkdev_put(bdev, mode, self)
+        self.machine.block.blkdev_put(bdev, sb.mode_opened, self)
 
 
 def _reparent(root: Inode, sb: SuperBlock) -> None:

@@ -116,10 +116,6 @@ class SimKernel:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _task() -> Task:
-        return current()
-
     def _sys(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         return current().syscall(name, fn, *args)
 

@@ -80,14 +80,6 @@ class Trace:
             (s.steps, s.clock, cur.name if cur is not None else "-", kind, name, detail)
         )
 
-    def emit_for(self, thread: str, kind: str, name: str, detail: str = "") -> None:
-        """Record one event attributed to a named thread."""
-        if not self.enabled:
-            return
-        s = self._sched
-        step, clock = (s.steps, s.clock) if s is not None else (0, 0.0)
-        self._raw.append((step, clock, thread, kind, name, detail))
-
     @property
     def events(self) -> list[TraceEvent]:
         """All events so far (a list that grows with the trace; do not mutate)."""

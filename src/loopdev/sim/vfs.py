@@ -166,6 +166,8 @@ class SuperBlock:
         self.s_root.nlink = 2
         #: the key under which the fs keeps its in-memory tree on the machine (fs.py)
         self.store_key: object = None
+        #: how a block filesystem opened its device (fill_super), for the put in kill_sb
+        self.mode_opened = FMODE_READ | FMODE_EXCL
 
     def __repr__(self) -> str:
         return f"<SuperBlock {self.fstype} {self.s_id}>"
@@ -327,9 +329,6 @@ class FileOperations:
         raise err(errno.ENOTTY)
 
     def fsync(self, file: File) -> None:
-        return None
-
-    def poll_key(self, file: File) -> Any:
         return None
 
 
@@ -526,8 +525,8 @@ class RegularFileOps(FileOperations):
             raise err(errno.EROFS)
         end = pos + len(data)
         if end > len(buf):
-            # a fresh zeroed buffer (calloc: untouched pages stay unmapped) instead of
-            # extending in place, which touches every new page: 1 MiB images cost 1 ms less
+            # a fresh zeroed buffer (calloc: untouched pages stay unmapped): extending in
+            # place would touch every new page of a large image
             grown = bytearray(end)
             grown[: len(buf)] = buf
             inode.data = buf = grown

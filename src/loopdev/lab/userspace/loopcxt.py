@@ -28,7 +28,6 @@ from loopdev.kernel import Kernel, Stat
 SYS_BLOCK = "/sys/block"
 DEV = "/dev"
 LOOP_CONTROL = "/dev/loop-control"
-LO_CRYPT_NONE = 0
 #: loopcxt_setup_device: retries of opening a fresh /dev/loopN udev has not chown()ed yet.
 OPEN_RETRIES = 16
 OPEN_RETRY_DELAY = 0.025

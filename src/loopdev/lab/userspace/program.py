@@ -3,7 +3,6 @@ port only, so it runs inside the model (registered with SimKernel) and on the re
 
 from __future__ import annotations
 
-import errno as _errno
 import os
 from collections.abc import Callable, Sequence
 
@@ -16,14 +15,11 @@ Program = Callable[[Kernel, Sequence[str]], RunResult]
 EX_OK = 0
 EX_FAILURE = 1
 MNT_EX_USAGE = 1
-MNT_EX_SYSERR = 2
-MNT_EX_SOFTWARE = 4
 MNT_EX_FAIL = 32
 
 
-#: fork + exec + ld.so + library start-up of a util-linux program, in seconds (RESEARCH §6:
-#: ``losetup -f --show`` + ``losetup -d`` take 3.6 ms per cycle, ``mount -o loop,ro`` +
-#: ``umount`` 7.3 ms on this machine kind; most of it is start-up).
+#: fork + exec + ld.so + library start-up of a util-linux program, in seconds: most of what a
+#: losetup or mount cycle costs on a real machine (docs/findings.md has the figures).
 EXEC_SECONDS_MIN = 0.001
 EXEC_SECONDS_RANGE = 0.002
 
@@ -49,10 +45,6 @@ def exec_time(kernel: Kernel) -> None:
 def strerror(code: int) -> str:
     """glibc's ``strerror`` text for an errno (Python's table is glibc's)."""
     return os.strerror(code)
-
-
-def errno_of(e: OSError) -> int:
-    return e.errno if e.errno is not None else _errno.EIO
 
 
 def ok(stdout: str = "") -> RunResult:

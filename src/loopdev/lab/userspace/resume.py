@@ -45,10 +45,6 @@ class ChainSetup:
     inner_fd: int
     inner_rdev: int
 
-    @property
-    def inner_dev(self) -> str:
-        return f"/dev/loop{self.inner_n}"
-
 
 def write_image(k: Kernel, path: str, size: int) -> None:
     """An image with the ext2/3/4 superblock magic."""

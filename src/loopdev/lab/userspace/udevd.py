@@ -20,7 +20,7 @@ uevent of a block device follows systemd 252:
    device's last.
 
 Events are processed one at a time (a single worker). Stop it with :meth:`Udevd.stop` (it exits
-after the current event, within :attr:`Udevd.poll` seconds) or by killing its task.
+after the current event, within :attr:`UdevConfig.poll` seconds) or by killing its task.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class UdevConfig:
     as ``max * kernel.random()`` from the choice stream. The defaults (0-2 ms of rules before
     the probe, 0-3 ms more before the lock fd is closed) overlap the 1-3 ms a util-linux
     program needs to start, so the worker's last close can land before, inside or after a
-    mount(8)'s loop-device scan — both orders happen, as with the real udevd (which measured
-    1-10 ms from an attach to its last close on this machine kind, RESEARCH §6).
+    mount(8)'s loop-device scan — both orders happen, as with the real udevd (whose last close
+    comes milliseconds after an attach; docs/findings.md has the figures).
     """
 
     rules_max: float = 0.002  # from taking the lock to the blkid builtin
@@ -105,10 +105,6 @@ class Udevd:
     def stop(self) -> None:
         """Ask the daemon to exit after the event it is processing."""
         self._stop = True
-
-    @property
-    def poll(self) -> float:
-        return self.config.poll
 
     def main(self) -> int:
         """The event loop: read uevents, process queued events when due, until stopped."""
