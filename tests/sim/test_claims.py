@@ -7,8 +7,8 @@ failure found replays to the same outcome from its token.
 
 Claim 1's second sentence ("without an asynchronous opener it does not fail") is contradicted
 by the model on v5.17-rc1 itself, for a reason the model can name: that variant's teardown is
-asynchronous on its own (a kworker), and its queue freeze waits an RCU grace period (12-16 ms;
-a freeze measured 13.9 ms on 6.18 here), longer than mount(8)'s start-up (1-3 ms). The test
+asynchronous on its own (a kworker), and its queue freeze waits an RCU grace period (12-16 ms,
+docs/findings.md), longer than mount(8)'s start-up (1-3 ms). The test
 pins that finding, and that the loop never fails without udev where the teardown completes
 before umount returns (v5.16, taskwork, v5.17).
 """

@@ -23,13 +23,11 @@ DEFAULT_BUDGET = 40
 CHUNK = 20
 #: the model column this kernel is compared with (the fidelity check)
 REFERENCE = "v6.11"
-#: default runs per cell of scenarios whose model runs are costly. Measured on this machine
-#: (2 workers busy): iouring-kill ~250 ms a run, its exit-cancel-wait row ~180 ms, every other
-#: scenario 5-50 ms. At 40 runs these two rows alone need ~230 s of the 2 workers, more than
-#: the whole lab may take (3 minutes, the real column included); at 6 runs the default
-#: matrix fits in ~100 s. No claim reads these cells. The REFERENCE cells of a scenario that
-#: also runs on this kernel keep DEFAULT_BUDGET: the model's umount EBUSY after the kill is
-#: about 1 run in 40, and the fidelity check must not miss it for want of runs.
+#: default runs per cell of scenarios whose model runs are costly (a run of theirs costs
+#: several times any other scenario's; at DEFAULT_BUDGET they alone would outlast the lab's
+#: time limit; docs/findings.md has the figures). No claim reads these cells. The REFERENCE
+#: cells of a scenario that also runs on this kernel keep DEFAULT_BUDGET: the model's umount
+#: EBUSY after the kill is rare, and the fidelity check must not miss it for want of runs.
 COSTLY_BUDGETS: dict[str, int] = {"iouring-kill": 6, "iouring-kill[exit-cancel-wait]": 6}
 
 

@@ -132,7 +132,7 @@ def run_lab(
         notes.extend(real_notes)
 
     # the real column runs first, on an otherwise quiet machine: the model pool's load shifts
-    # the real races' timing (nested-umount+udev with util-linux: 7% alone, 0-2% alongside)
+    # the real races' timing (docs/findings.md has an example)
     real_column()
     cells = run_model(cfg, keys, first=claim_cells(), progress=progress)
     if real_cells:

@@ -6,10 +6,9 @@ something that is itself measured in timer ticks. Two such waits shape the loop 
 * an **RCU grace period** (``synchronize_rcu``, and ``percpu_ref_kill`` → switch to atomic mode,
   which is what ``blk_mq_freeze_queue`` waits for before the queue's usage counter can reach
   zero: block/blk-sysfs.c notes that shutting down a registered queue "takes measureable
-  wallclock time as RCU grace periods are involved"). Measured on this project's machine kind
-  (6.18, CONFIG_HZ=250, 2 vCPUs): LOOP_SET_DIRECT_IO / LOOP_SET_BLOCK_SIZE, which only freeze
-  and unfreeze the queue, take 13.3-17 ms (median 13.9 ms) against 0.03 ms for
-  LOOP_SET_CAPACITY, which does not freeze — about three jiffies plus the tick phase;
+  wallclock time as RCU grace periods are involved"): about three jiffies plus the tick phase,
+  which is what an ioctl that only freezes and unfreezes a loop device's queue takes on a
+  real kernel (docs/findings.md has the figures);
 * a **timer of one jiffy** (``schedule_delayed_work(&delayed_fput_work, 1)``): it fires at the
   next tick, anywhere from just after now to one jiffy later.
 
