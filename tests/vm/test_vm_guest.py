@@ -23,6 +23,10 @@ from loopdev.vm.run import VariantResult, run_variant, run_variants
 pytestmark = pytest.mark.usefixtures("guests_available", "nothing_left")
 
 TRIALS = 4
+#: per scenario: with udevd the guest's probes run ~50x slower than on hardware, and how often
+#: they overlap the v5.17-rc1 rundown follows the host's load (3/4 to 4/4 of trials at load
+#: ~2.5, once 0/4 in a CI run): more trials keep the check from depending on the moment
+CLAIM_TRIALS = {"nested-umount": TRIALS, "mount-loop": TRIALS, "mount-loop+udev": 10}
 
 
 def _cell(results: list[VariantResult], column: str, scenario: str, row: str) -> CellResult:
@@ -39,7 +43,7 @@ def claims() -> list[VariantResult]:
         ["v5.16", "v5.17-rc1", "v6.11"],
         ["nested-umount", "mount-loop", "mount-loop+udev"],
         ["util-linux-2.37"],
-        TRIALS,
+        CLAIM_TRIALS,
         parallel=2,
     )
 
@@ -50,8 +54,9 @@ def test_guest_runs_scenarios_and_returns_every_trial(claims: list[VariantResult
         assert [g.kernel for g in r.guests] == ["6.1.0-" + g.kernel.split("6.1.0-", 1)[1]
                                                 for g in r.guests]  # fmt: skip
         for cell in r.cells.values():
-            assert cell.runs == TRIALS and cell.cut == 0, cell.to_json()
-            assert cell.checked == TRIALS, cell.counts  # no lab error, no unsupported
+            trials = CLAIM_TRIALS[cell.key.scenario]
+            assert cell.runs == trials and cell.cut == 0, cell.to_json()
+            assert cell.checked == trials, cell.counts  # no lab error, no unsupported
             assert cell.to_json()["column"] == r.column
 
 
