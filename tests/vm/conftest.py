@@ -1,8 +1,9 @@
 """Fixtures for the virtual-machine tests.
 
-Guest tests boot Debian's 6.1 kernel under QEMU with real loop modules: they are skipped, with
-the reason, unless we are root and everything a guest needs is installed (``loopdev vm check``
-lists it; scripts/setup.sh installs it). Every guest test also checks that nothing of its own
+Guest tests boot Debian's 6.1 kernel (or the lockdep kernel, when it is built) under QEMU with
+real loop modules: they are skipped, with the reason, unless we are root and everything a guest
+needs is installed (``loopdev vm check`` lists it; scripts/setup.sh installs it and builds the
+lockdep kernel). Every guest test also checks that nothing of its own
 is left: no QEMU process, no temporary directory.
 """
 
