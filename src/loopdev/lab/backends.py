@@ -15,10 +15,9 @@ from collections.abc import Sequence
 
 from loopdev.control import attach
 from loopdev.device import detach
-from loopdev.errors import LoopdevError
 from loopdev.kernel import Kernel, RunResult
 from loopdev.lab.scenarios.base import CAPABILITY_ERRNOS, ScenarioFailure, Unsupported, errname
-from loopdev.lab.scenarios.common import library_failure
+from loopdev.lab.scenarios.common import library_step
 from loopdev.mount import mount_image, umount
 
 #: util-linux / libmount messages → the errno they report (libmount's mnt_context_get_*_excode
@@ -102,31 +101,23 @@ class LoopdevLibrary:
         self.kernel = kernel
 
     def mount_loop(self, image: str, target: str, *, read_only: bool, step: str) -> None:
-        try:
+        with library_step(step):
             mount_image(image, target, read_only=read_only, kernel=self.kernel)
-        except (LoopdevError, OSError) as e:
-            raise library_failure(step, e) from e
 
     def umount(self, target: str, *, step: str) -> None:
-        try:
+        with library_step(step):
             umount(target, kernel=self.kernel)
-        except (LoopdevError, OSError) as e:
-            raise library_failure(step, e) from e
 
     def attach(self, image: str, *, step: str) -> str:
-        try:
+        with library_step(step):
             dev = attach(image, kernel=self.kernel)
             path = str(dev.path)
             dev.relinquish()
             return path
-        except (LoopdevError, OSError) as e:
-            raise library_failure(step, e) from e
 
     def detach(self, device: str, *, step: str) -> None:
-        try:
+        with library_step(step):
             detach(device, kernel=self.kernel)
-        except (LoopdevError, OSError) as e:
-            raise library_failure(step, e) from e
 
 
 #: userspace ids → display names

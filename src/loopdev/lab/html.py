@@ -256,14 +256,7 @@ def failure_section(
 def render(result: LabResult) -> str:
     """The whole page."""
     cfg = result.config
-    found = [
-        (key, cell, ex)
-        for key, cell in result.cells.items()
-        for ex in cell.examples.values()
-        if ex.label != "unsupported"
-    ]
-    # user-visible failures and deadlocks first; only the first MAX_DRAWN carry diagrams
-    found.sort(key=lambda t: (not t[2].label.startswith(("fail", "deadlock")), str(t[0])))
+    found = result.failures()  # only the first MAX_DRAWN carry diagrams
     failures = [
         failure_section(
             key, ex, cell.counts.get(ex.label, 0), cell.checked, draw=i < MAX_DRAWN, n=i + 1

@@ -78,15 +78,7 @@ def matrix_table(result: LabResult) -> str:
 def failures_text(result: LabResult, limit: int = 40) -> str:
     """One line per distinct failure: cell, outcome, count, message and replay token."""
     out: list[str] = []
-    found = [
-        (key, cell, ex)
-        for key, cell in result.cells.items()
-        for ex in cell.examples.values()
-        if ex.label != "unsupported"
-    ]
-    # user-visible failures and deadlocks first, then lockdep reports and lab errors
-    found.sort(key=lambda t: (not t[2].label.startswith(("fail", "deadlock")), str(t[0])))
-    for key, cell, ex in found:
+    for key, cell, ex in result.failures():
         n = cell.counts.get(ex.label, 0)
         msg = ex.message.splitlines()[0][:110] if ex.message else ""
         out.append(f"  {key}: {ex.label} x{n} - {msg}")

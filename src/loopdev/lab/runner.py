@@ -15,7 +15,7 @@ from typing import Any
 
 from loopdev.lab.cells import REFERENCE, LabConfig, run_model
 from loopdev.lab.claims import ClaimVerdict, claim_cells, judge_all
-from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult
+from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Example
 from loopdev.lab.scenarios import all_scenarios, optional_scenarios
 from loopdev.lab.scenarios.base import Scenario
 
@@ -36,6 +36,18 @@ class LabResult:
 
     def cell(self, scenario: str, userspace: str, column: str) -> CellResult | None:
         return self.cells.get(CellKey(scenario, userspace, column))
+
+    def failures(self) -> list[tuple[CellKey, CellResult, Example]]:
+        """The first run of every outcome a cell saw other than a pass or unsupported: user-
+        visible failures and deadlocks first, then lockdep reports and lab errors, by cell."""
+        found = [
+            (key, cell, ex)
+            for key, cell in self.cells.items()
+            for ex in cell.examples.values()
+            if ex.label != "unsupported"
+        ]
+        found.sort(key=lambda t: (not t[2].label.startswith(("fail", "deadlock")), str(t[0])))
+        return found
 
 
 def fidelity_gaps(cells: dict[CellKey, CellResult], reference: str = REFERENCE) -> list[str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from loopdev import abi
+from loopdev.errors import LoopdevError
 from loopdev.lab.scenarios.base import Env, ScenarioFailure, Unsupported, errname
 
 
@@ -89,9 +90,18 @@ def timed_umount(env: Env, target: str, step: str, *, wait_detach: bool = False)
                 env.measure("detach_delay", delay)
 
 
-def library_failure(step: str, e: BaseException) -> ScenarioFailure:
-    """What a user of the loopdev library sees when a call raises: the exception's kind (with
-    the errno behind it) and its first line."""
+@contextlib.contextmanager
+def library_step(step: str) -> Iterator[None]:
+    """Calls of the loopdev library as one step: what they raise becomes the ScenarioFailure
+    a user of the library sees, the exception's kind (with the errno behind it) and its first
+    line."""
+    try:
+        yield
+    except (LoopdevError, OSError) as e:
+        raise _library_failure(step, e) from e
+
+
+def _library_failure(step: str, e: LoopdevError | OSError) -> ScenarioFailure:
     kind = type(e).__name__
     cause = e.__cause__ or e.__context__
     if isinstance(e, OSError):

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 from loopdev import abi, settle
 from loopdev.control import attach
-from loopdev.errors import LoopdevError
 from loopdev.lab.scenarios.base import Env, ScenarioFailure
 from loopdev.lab.scenarios.common import (
     detach_backed_by,
     ensure_dir,
     force_umount,
-    library_failure,
+    library_step,
     loop_bound,
     mounts,
     remove,
@@ -54,7 +53,7 @@ def attacher(env: Env) -> None:
     """attach + write + detach; the binding must be gone and the data in the image."""
     k = env.kernel
     image = _images(env)[0]
-    try:
+    with library_step("attacher"):
         dev = attach(image, kernel=k)
         number, seq = dev.number, dev.diskseq
         k.pwrite(dev.fileno(), BLOCK, BLOCK_AT)
@@ -71,15 +70,13 @@ def attacher(env: Env) -> None:
                 )
         finally:
             k.close(fd)
-    except (LoopdevError, OSError) as e:
-        raise library_failure("attacher", e) from e
 
 
 def mounter(env: Env) -> None:
     """mount_image rw + write + umount, mount_image ro + read + umount."""
     k = env.kernel
     image, mnt = _images(env)[1], _mountpoint(env)
-    try:
+    with library_step("mounter"):
         m = mount_image(image, mnt, kernel=k)
         fd = k.open(f"{mnt}/hello", abi.O_WRONLY | abi.O_CREAT, 0o644)
         try:
@@ -98,8 +95,6 @@ def mounter(env: Env) -> None:
         umount(mnt, kernel=k)
         if not settle.is_detached(k, m.loop_number, m.diskseq):
             raise ScenarioFailure("umount ro", "still bound", f"{m.device} still bound")
-    except (LoopdevError, OSError) as e:
-        raise library_failure("mounter", e) from e
 
 
 User = Callable[[Env], None]
