@@ -21,7 +21,14 @@ from loopdev.kernel import Kernel, Process
 from loopdev.lab.backends import LoopdevLibrary, UtilLinux
 from loopdev.lab.outcome import PASS, Outcome, RunRecord
 from loopdev.lab.scenarios import by_name
-from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
+from loopdev.lab.scenarios.base import (
+    Env,
+    ImageMaker,
+    Scenario,
+    ScenarioFailure,
+    Unsupported,
+    Userspace,
+)
 from loopdev.lab.userspace import register_util_linux
 from loopdev.lab.userspace.fio import register_fio
 from loopdev.lab.userspace.udevd import Udevd, start_udevd
@@ -51,7 +58,7 @@ def make_strategy(name: str, seed: int) -> Strategy:
     raise ValueError(f"unknown strategy {name!r}")
 
 
-def _model_image_maker(kernel: Kernel) -> Callable[..., str]:
+def _model_image_maker(kernel: Kernel) -> ImageMaker:
     def make(
         kind: str, path: str, *, size_mib: int = 16, files: dict[str, bytes] | None = None
     ) -> str:
@@ -99,7 +106,6 @@ def _userspace(kernel: SimKernel, row: str) -> Userspace:
     """The row's userspace; the modelled util-linux programs (and mkfs) are registered with
     the kernel in every case (loopdev rows use them only to build images)."""
     version = "2.38" if row == "loopdev" else row.removeprefix("util-linux-")
-    # each modelled program starts with its exec cost, as in the claim tests (one registry)
     register_util_linux(kernel, version)
     return LoopdevLibrary(kernel) if row == "loopdev" else UtilLinux(kernel, row)
 
