@@ -97,6 +97,9 @@ def _started(argv: list[str], until: Callable[[], bool]) -> subprocess.Popen[str
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a terminal's foreground job has Ctrl-C's default action, even when this test runs
+        # from a background job whose shell set SIGINT to be ignored (children inherit that)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 10
     while not until():
