@@ -74,7 +74,7 @@ def real_sides(variants: list[str], trials: int) -> list[tuple[str, Side, Varian
                            options=GuestOptions(kernel="lockdep"), parallel=2)  # fmt: skip
     out = []
     for r in results:
-        cell = r.cells.get(CellKey(SCENARIO, USERSPACE, r.column))
+        cell = r.cells.get(CellKey(SCENARIO, USERSPACE, r.column, "vm"))
         side = side_of(cell) if cell else Side({f"n/a: {r.unavailable}": 1})
         for g in r.guests:
             if g.status != "ok":
@@ -86,7 +86,7 @@ def real_sides(variants: list[str], trials: int) -> list[tuple[str, Side, Varian
 
 def model_side(variant: str, seeds: int) -> Side:
     """The model's runs of the same cell."""
-    cell = CellResult(CellKey(SCENARIO, USERSPACE, variant))
+    cell = CellResult(CellKey(SCENARIO, USERSPACE, variant, "vm"))
     for seed in range(seeds):
         rec, _out = model.run_once(SCENARIO, USERSPACE, variant,
                                    model.make_strategy("random", seed), seed)  # fmt: skip

@@ -36,15 +36,15 @@ def test_real_column_direction_and_cleanup() -> None:
     trials = {"mount-loop+udev": 10, "iouring-kill": 6, "detach-open": 6, "parallel-attach": 4}
     cells, notes = run_real(RealPlan(scenarios, [row, "loopdev"], trials), take_lock=False)
     assert not _leftovers()
-    uring = cells[CellKey("iouring-kill", row, THIS_KERNEL)]
+    uring = cells[CellKey("iouring-kill", row, THIS_KERNEL, "host")]
     assert uring.checked == 6
     assert uring.counts.get("fail: umount: EBUSY", 0) >= 1, uring.counts
     example = uring.examples["fail: umount: EBUSY"]
     assert "target is busy" in example.message  # util-linux's own words
     for name in names:
-        lib = cells[CellKey(name, "loopdev", THIS_KERNEL)]
+        lib = cells[CellKey(name, "loopdev", THIS_KERNEL, "host")]
         assert lib.checked == trials[name], (name, lib.counts, notes)
         assert lib.failures == 0, (name, lib.counts, [e.message for e in lib.examples.values()])
-    ml = cells[CellKey("mount-loop+udev", row, THIS_KERNEL)]
+    ml = cells[CellKey("mount-loop+udev", row, THIS_KERNEL, "host")]
     assert len(ml.measurements["umount_latency"]) == 10
     assert all(0 < v < 5 for v in ml.measurements["umount_latency"])

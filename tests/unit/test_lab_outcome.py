@@ -38,3 +38,14 @@ def test_util_linux_messages_classify_to_errnos() -> None:
     assert error_kind(r("mount: /mnt: wrong fs type, bad option, bad superblock on /dev/loop1")) == "EINVAL"
     assert error_kind(r("losetup: /x.img: failed to set up loop device: Device or resource busy", 1)) == "EBUSY"
     assert error_kind(r("something new", 5)) == "exit 5"
+
+
+def test_a_variant_has_a_model_and_a_real_cell_told_apart_by_the_backend() -> None:
+    model = CellKey("nested-umount", "loopdev", "v5.17-rc1")
+    real = model.on("vm")
+    assert model.backend == "model" and real.backend == "vm" and real.column == model.column
+    assert model != real and len({model, real}) == 2
+    assert str(model) == "nested-umount / loopdev / v5.17-rc1"
+    assert str(real) == "nested-umount / loopdev / v5.17-rc1 [vm]"
+    d = CellResult(real).to_json()
+    assert d["backend"] == "vm" and d["column"] == "v5.17-rc1"

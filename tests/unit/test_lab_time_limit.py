@@ -41,7 +41,7 @@ def test_a_cell_the_time_limit_cut_is_shown_as_such() -> None:
 
 
 def test_an_unrun_model_cell_is_no_model_gap() -> None:
-    real_key = CellKey("parallel-attach", "loopdev", THIS_KERNEL)
+    real_key = CellKey("parallel-attach", "loopdev", THIS_KERNEL, "host")
     sim_key = CellKey("parallel-attach", "loopdev", REFERENCE)
     cells = {
         real_key: _cell(real_key, [Outcome("pass")] * 5),
@@ -52,7 +52,7 @@ def test_an_unrun_model_cell_is_no_model_gap() -> None:
 
 
 def test_an_outcome_the_model_ran_and_never_reached_is_a_gap() -> None:
-    real_key = CellKey("iouring-kill", "util-linux-2.38", THIS_KERNEL)
+    real_key = CellKey("iouring-kill", "util-linux-2.38", THIS_KERNEL, "host")
     sim_key = CellKey("iouring-kill", "util-linux-2.38", REFERENCE)
     cells = {
         real_key: _cell(real_key, [EBUSY] * 4),
@@ -65,7 +65,7 @@ def test_an_outcome_the_model_ran_and_never_reached_is_a_gap() -> None:
 
 
 def test_a_model_cell_without_machinery_is_still_reported_as_such() -> None:
-    real_key = CellKey("iouring-kill", "loopdev", THIS_KERNEL)
+    real_key = CellKey("iouring-kill", "loopdev", THIS_KERNEL, "host")
     sim_key = CellKey("iouring-kill", "loopdev", REFERENCE)
     cells = {
         real_key: _cell(real_key, [Outcome("pass")]),

@@ -44,7 +44,7 @@ def _check_guests(r: VariantResult) -> None:
 def test_v5_16_reports_a_cycle_through_open_mutex(results: dict[str, VariantResult]) -> None:
     r = results["v5.16"]
     _check_guests(r)
-    cell = r.cells[CellKey("resume-chain", "loopdev", "v5.16")]
+    cell = r.cells[CellKey("resume-chain", "loopdev", "v5.16", "vm")]
     (label,) = [k for k in cell.counts if k.startswith("lockdep: ")]
     assert label.startswith("lockdep: circular (") and "&disk->open_mutex" in label
     # the first trial closed the cycle; lockdep is off for the rest of the boot (no verdict)
@@ -63,7 +63,7 @@ def test_v5_16_reports_a_cycle_through_open_mutex(results: dict[str, VariantResu
 def test_v6_11_reports_nothing_with_lockdep_on(results: dict[str, VariantResult]) -> None:
     r = results["v6.11"]
     _check_guests(r)
-    cell = r.cells[CellKey("resume-chain", "loopdev", "v6.11")]
+    cell = r.cells[CellKey("resume-chain", "loopdev", "v6.11", "vm")]
     assert cell.counts == {"pass": TRIALS} and cell.lockdep == {}
     assert r.guests[0].lockdep == "on"  # it was checking until the end
     assert L.parse_reports(r.guests[0].dmesg) == []

@@ -19,7 +19,7 @@ from loopdev.vm.results import fold
 
 CONSOLE = (DATA / "resume-chain-v5.16.console").read_text(errors="replace")
 (REPORT,) = L.parse_reports(CONSOLE)
-KEY = CellKey("resume-chain", "loopdev", "v5.16")
+KEY = CellKey("resume-chain", "loopdev", "v5.16", "vm")
 JOB = Job(cells=[CellPlan("resume-chain", "loopdev", 3)], trial_timeout=60)
 
 
@@ -129,7 +129,7 @@ def test_a_hung_trial_gets_the_report_its_console_printed_after_it_started() -> 
 def test_model_cells_read_the_same_way() -> None:
     from loopdev.lab import model
 
-    cell = CellResult(CellKey("resume-chain", "loopdev", "v5.16"))
+    cell = CellResult(CellKey("resume-chain", "loopdev", "v5.16", "vm"))
     rec, _ = model.run_once("resume-chain", "loopdev", "v5.16", model.make_strategy("random", 0), 0)
     cell.add(rec)
     reports = L.example_reports(cell)[rec.outcome.label]

@@ -32,7 +32,7 @@ CLAIM_TRIALS = {"nested-umount": TRIALS, "mount-loop": TRIALS, "mount-loop+udev"
 def _cell(results: list[VariantResult], column: str, scenario: str, row: str) -> CellResult:
     r = next(r for r in results if r.column == column)
     assert all(g.status == "ok" for g in r.guests), [(g.status, g.message) for g in r.guests]
-    return r.cells[CellKey(scenario, row, column)]
+    return r.cells[CellKey(scenario, row, column, "vm")]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_deadlocked_kernel_is_a_hang_within_its_timeout() -> None:
     elapsed = time.monotonic() - t0
     (guest,) = r.guests
     assert guest.status == "hang"
-    cell = r.cells[CellKey("mount-loop", "loopdev", "deadlock")]
+    cell = r.cells[CellKey("mount-loop", "loopdev", "deadlock", "vm")]
     assert cell.counts == {"deadlock: hang": 1} and cell.cut == 2
     message = cell.examples["deadlock: hang"].message
     assert "lo_release [loop]" in message, message

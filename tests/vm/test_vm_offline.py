@@ -45,7 +45,7 @@ def _start(i: int, phase: str = "trial") -> Event:
 
 
 JOB = Job(cells=[CellPlan("nested-umount", "loopdev", 5)], trial_timeout=15)
-KEY = CellKey("nested-umount", "loopdev", "v9")
+KEY = CellKey("nested-umount", "loopdev", "v9", "vm")
 
 
 def test_the_trial_a_hung_guest_was_running_is_a_hang_and_the_rest_is_cut() -> None:

@@ -79,16 +79,29 @@ class RunRecord:
     lockdep_kinds: tuple[str, ...] = ()  # every lockdep report kind of the run
 
 
+#: where a cell's runs happened: the model kernel, a real loop module in a QEMU guest, or the
+#: kernel of the machine the lab runs on
+BACKENDS = ("model", "vm", "host")
+
+
 @dataclass(frozen=True)
 class CellKey:
-    """One cell of the matrix: scenario x userspace x column (a model variant or 'this kernel')."""
+    """One cell of the matrix: scenario x userspace x column (a model variant, a user's patch or
+    'this kernel') x backend (``model``, ``vm`` or ``host``). A variant's model cell and its real
+    cell in a guest share the column and differ in the backend."""
 
     scenario: str
     userspace: str
     column: str
+    backend: str = "model"
 
     def __str__(self) -> str:
-        return f"{self.scenario} / {self.userspace} / {self.column}"
+        where = "" if self.backend == "model" else f" [{self.backend}]"
+        return f"{self.scenario} / {self.userspace} / {self.column}{where}"
+
+    def on(self, backend: str, column: str | None = None) -> CellKey:
+        """The same row's cell on another backend (and column)."""
+        return CellKey(self.scenario, self.userspace, column or self.column, backend)
 
 
 THIS_KERNEL = "this kernel"
@@ -181,6 +194,7 @@ class CellResult:
             "scenario": self.key.scenario,
             "userspace": self.key.userspace,
             "column": self.key.column,
+            "backend": self.key.backend,
             "strategy": self.strategy,
             "runs": self.runs,
             "checked": self.checked,

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 from loopdev.lab import realudev
 from loopdev.lab.backends import LoopdevLibrary, UtilLinux
-from loopdev.lab.outcome import PASS, CellKey, CellResult, Outcome, RunRecord
+from loopdev.lab.outcome import PASS, THIS_KERNEL, CellKey, CellResult, Outcome, RunRecord
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
 from loopdev.lab.scenarios.common import detach_backed_by, force_umount
 from loopdev.linux import LinuxKernel
 
 LOCK_PATH = "/run/loopdev-realkernel.lock"
-THIS_KERNEL = "this kernel"
 
 #: trials per scenario on the real kernel (the default budget)
 DEFAULT_TRIALS: dict[str, int] = {
@@ -253,7 +252,7 @@ def run_real(
                     if scenario.model_only:
                         continue
                     for row in plan.userspaces:
-                        key = CellKey(scenario.name, row, THIS_KERNEL)
+                        key = CellKey(scenario.name, row, THIS_KERNEL, "host")
                         cell = cells[key] = CellResult(key, strategy="real trials")
                         _run_cell(scenario, row, kernel, workdir, plan, cell, notes, on_trial)
             finally:

@@ -135,7 +135,7 @@ def summary_text(result: LabResult) -> str:
 def run_line(result: LabResult) -> str:
     """``N runs in Ts (...); M/M model cells ran fully`` (and how many the time limit cut)."""
     runs = sum(c.runs for c in result.cells.values())
-    model = [c for c in result.cells.values() if c.key.column != THIS_KERNEL]
+    model = [c for c in result.cells.values() if c.key.backend == "model"]
     cut = [c for c in model if c.time_limited]
     full = f"{len(model) - len(cut)}/{len(model)} model cells ran fully"
     if cut:

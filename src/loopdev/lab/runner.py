@@ -34,8 +34,14 @@ class LabResult:
     seconds: float
     scenario_titles: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    def cell(self, scenario: str, userspace: str, column: str) -> CellResult | None:
-        return self.cells.get(CellKey(scenario, userspace, column))
+    def cell(
+        self, scenario: str, userspace: str, column: str, backend: str | None = None
+    ) -> CellResult | None:
+        """A cell by row and column; the backend defaults to the column's own (``host`` for
+        this kernel, else ``model``)."""
+        if backend is None:
+            backend = "host" if column == THIS_KERNEL else "model"
+        return self.cells.get(CellKey(scenario, userspace, column, backend))
 
     def failures(self) -> list[tuple[CellKey, CellResult, Example]]:
         """The first run of every outcome a cell saw other than a pass or unsupported: user-
@@ -55,7 +61,7 @@ def fidelity_gaps(cells: dict[CellKey, CellResult], reference: str = REFERENCE) 
     A reference cell the time limit left without a run is no gap (see :func:`not_compared`)."""
     gaps: list[str] = []
     for key, real in sorted(cells.items(), key=lambda kv: str(kv[0])):
-        if key.column != THIS_KERNEL or real.checked == 0:
+        if key.backend != "host" or real.checked == 0:
             continue
         mkey = CellKey(key.scenario, key.userspace, reference)
         sim = cells.get(mkey)
@@ -87,7 +93,7 @@ def not_compared(cells: dict[CellKey, CellResult], reference: str = REFERENCE) -
     out: list[str] = []
     for key, real in sorted(cells.items(), key=lambda kv: str(kv[0])):
         sim = cells.get(CellKey(key.scenario, key.userspace, reference))
-        if key.column == THIS_KERNEL and real.checked and sim is not None and sim.runs == 0 \
+        if key.backend == "host" and real.checked and sim is not None and sim.runs == 0 \
                 and not sim.unsupported and sim.cut:
             out.append(
                 f"{key.scenario} / {key.userspace}: not compared with the {reference} model "

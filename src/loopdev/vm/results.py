@@ -46,14 +46,14 @@ def fold(
     cells: dict[CellKey, CellResult] = {}
     plans: dict[tuple[str, str], CellPlan] = {}
     for plan in job.cells:
-        key = CellKey(plan.scenario, plan.userspace, column)
+        key = CellKey(plan.scenario, plan.userspace, column, "vm")
         cells[key] = CellResult(key, strategy=strategy, planned=plan.trials)
         plans[(plan.scenario, plan.userspace)] = plan
     running: tuple[CellKey, str, int] | None = None
     for ev in run.events:
         if ev.kind not in ("start", "trial"):
             continue
-        key = CellKey(str(ev.data["scenario"]), str(ev.data["userspace"]), column)
+        key = CellKey(str(ev.data["scenario"]), str(ev.data["userspace"]), column, "vm")
         if key not in cells:
             continue
         if ev.kind == "start":

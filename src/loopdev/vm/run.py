@@ -3,8 +3,8 @@
 ``run_variant(variant_or_patch, scenarios, userspaces, trials, ...)`` builds (or takes from
 the cache) the module, boots guests, and returns a :class:`VariantResult`: per (scenario,
 userspace) a :class:`~loopdev.lab.outcome.CellResult` of real trials, keyed by
-``CellKey(scenario, userspace, column)`` with the variant's name (or the patch's label) as
-the column, plus every guest's status, boot time and logs. ``run_variants`` does the same for
+``CellKey(scenario, userspace, column, "vm")`` with the variant's name (or the patch's label)
+as the column, plus every guest's status, boot time and logs. ``run_variants`` does the same for
 several variants, ``parallel`` guests at a time.
 
 ``GuestOptions(kernel="lockdep")`` boots the lockdep kernel instead of Debian's: a trial during
