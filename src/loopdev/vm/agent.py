@@ -145,9 +145,10 @@ class Agent:
                 workdir=workdir,
                 make_image=make_real_image,
                 start=start_real,
+                is_model=False,
                 # the model's trial shape (mount-loop: three back-to-back cycles, no wait for
                 # the detach in between); see Job.model_shape
-                is_model=self.job.model_shape,
+                back_to_back=self.job.model_shape,
                 udev=udev_on,
                 measure_latency=True,
             )

@@ -89,6 +89,15 @@ class Env:
     udev: bool
     measurements: dict[str, float] = field(default_factory=dict)
     measure_latency: bool = False  # record detach delay / umount latency (real kernel)
+    #: the model's trial shape on a real kernel too: a trial repeats its cycle back to back
+    #: (mount-loop: three mount/umount cycles, no wait for the detach in between) instead of
+    #: one cycle followed by a wait for the teardown; None: only in the model
+    back_to_back: bool | None = None
+
+    @property
+    def repeats_back_to_back(self) -> bool:
+        """Whether a trial runs its cycles back to back (the model's trial shape)."""
+        return self.is_model if self.back_to_back is None else self.back_to_back
 
     def path(self, name: str) -> str:
         return f"{self.workdir.rstrip('/')}/{name}"

@@ -47,9 +47,10 @@ class MountLoop:
 
     def trial(self, env: Env) -> None:
         image, mnt = self._paths(env)
-        for _ in range(self.iterations_model if env.is_model else 1):
+        repeat = env.repeats_back_to_back
+        for _ in range(self.iterations_model if repeat else 1):
             env.userspace.mount_loop(image, mnt, read_only=True, step="mount")
-            timed_umount(env, mnt, "umount", wait_detach=not env.is_model)
+            timed_umount(env, mnt, "umount", wait_detach=not repeat)
 
     def cleanup(self, env: Env) -> None:
         image, mnt = self._paths(env)
