@@ -19,12 +19,13 @@ import operator
 import threading
 import traceback
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from greenlet import GreenletExit, greenlet
 
+from loopdev.sim import params as _params
 from loopdev.sim.lockdep import Lockdep, LockGraph
 from loopdev.sim.strategy import NondeterminismError, Strategy, encode_token
 from loopdev.sim.trace import Trace
@@ -156,6 +157,7 @@ class RunOutcome:
     error: BaseException | None = None
     traceback: str = ""
     thread: str = ""
+    params: dict[str, float] = field(default_factory=dict)  # the run's parameter overrides
 
     @property
     def ok(self) -> bool:
@@ -173,8 +175,11 @@ class RunOutcome:
 
     @functools.cached_property
     def token(self) -> str:
-        """The printable replay token: `strategy:seed:payload`."""
-        return encode_token(self.strategy, self.seed, self.choices, self.fingerprints)
+        """The printable replay token: `strategy:seed:payload` (the payload carries the run's
+        parameter overrides too)."""
+        return encode_token(
+            self.strategy, self.seed, self.choices, self.fingerprints, self.params
+        )
 
     def describe(self) -> str:
         """A human-readable summary (deadlock graph, error traceback, token)."""
@@ -250,8 +255,13 @@ class Scheduler:
         max_steps: int = 200_000,
         lockdep: bool = True,
         lockdep_graph: LockGraph | None = None,
+        params: Mapping[str, float] | None = None,
     ) -> None:
         self.strategy = strategy
+        if params is None:
+            params = strategy.params if strategy.params is not None else _params.active()
+        #: the run's overrides of the model's timing parameters (:mod:`loopdev.sim.params`)
+        self.params: dict[str, float] = _params.check(params)
         self.trace = Trace(self, enabled=trace)
         self.tracing = trace
         self.max_steps = max_steps
@@ -635,6 +645,7 @@ class Scheduler:
             time=self.clock,
             trace=self.trace,
             lockdep=list(self.lockdep.reports),
+            params=dict(self.params),
         )
         if kind == "deadlock":
             out.waits, out.cycle = waits
@@ -708,6 +719,13 @@ def sleep(seconds: float) -> None:
     current_scheduler().sleep(seconds)
 
 
+def param(name: str) -> float:
+    """Timing parameter ``name`` (:mod:`loopdev.sim.params`) of the running run: its
+    override, else the default (outside a run: the active override or the default)."""
+    s = _current
+    return _params.value(name, s.params if s is not None else None)
+
+
 def spawn(thread: Thread) -> Thread:
     """Spawn a thread in the running scheduler."""
     return current_scheduler().spawn(thread)
@@ -776,5 +794,5 @@ def kfunc(arg: Callable[P, R] | str) -> Callable[P, R] | Callable[[Callable[P, R
 __all__ = [
     "BLOCKED", "CLOCK", "DONE", "NEW", "RUNNABLE", "RunOutcome", "Scheduler", "SchedulerError",
     "Thread", "WaitEdge", "block", "choose", "current_scheduler", "current_thread", "emit",
-    "kfunc", "maybe_scheduler", "now", "point", "sleep", "spawn", "tracing", "wake",
+    "kfunc", "maybe_scheduler", "now", "param", "point", "sleep", "spawn", "tracing", "wake",
 ]  # fmt: skip

@@ -56,6 +56,9 @@ class Strategy:
     #: set (by `begin`) when `pick` is ``int(uniform() * len(runnable))``: the scheduler then
     #: draws at its scheduling points without calling `pick` (the same choices, faster)
     uniform: Callable[[], float] | None = None
+    #: timing-parameter overrides the run must use (a replay's, from its token); None: the
+    #: scheduler's own (:mod:`loopdev.sim.params`)
+    params: dict[str, float] | None = None
 
     def begin(self, sched: SchedulerView) -> None:
         """Called when a run starts."""
@@ -315,7 +318,9 @@ class Replay(Strategy):
     """Replays a token's choice stream; divergence raises NondeterminismError."""
 
     def __init__(self, token: str) -> None:
-        self.name, self._seed, self._choices, self._fps = decode_token(token)
+        self.name, self._seed, self._choices, self._fps, self.params = decode_token_params(
+            token
+        )
         self._k = 0
 
     def begin(self, sched: SchedulerView) -> None:
@@ -369,30 +374,51 @@ def _read_varints(data: bytes, pos: int, count: int) -> tuple[list[int], int]:
     return values, pos
 
 
-def encode_token(strategy: str, seed: str, choices: list[int], fingerprints: list[int]) -> str:
-    """`strategy:seed:payload`, the payload a base64 of the compressed choice list."""
+def encode_token(
+    strategy: str,
+    seed: str,
+    choices: list[int],
+    fingerprints: list[int],
+    params: dict[str, float] | None = None,
+) -> str:
+    """`strategy:seed:payload`, the payload a base64 of the compressed choice list and, after
+    it, the run's timing-parameter overrides as ``name=value`` lines (none: nothing, so a
+    run with the defaults has the token it always had)."""
     raw = bytearray()
     _varints([len(choices)], raw)
     _varints(choices, raw)
     _varints(fingerprints, raw)
+    if params:
+        raw += "\n".join(f"{k}={v!r}" for k, v in sorted(params.items())).encode()
     payload = base64.urlsafe_b64encode(zlib.compress(bytes(raw), 9)).decode().rstrip("=")
     return f"{strategy}:{seed}:{payload}"
 
 
-def decode_token(token: str) -> tuple[str, str, list[int], list[int]]:
-    """The inverse of :func:`encode_token`."""
+def decode_token_params(token: str) -> tuple[str, str, list[int], list[int], dict[str, float]]:
+    """The inverse of :func:`encode_token`, with the parameter overrides."""
     try:
         strategy, seed, payload = token.strip().split(":", 2)
         data = zlib.decompress(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         (count,), pos = _read_varints(data, 0, 1)
         choices, pos = _read_varints(data, pos, count)
-        fps, _ = _read_varints(data, pos, count)
-    except (ValueError, IndexError, zlib.error) as e:
+        fps, pos = _read_varints(data, pos, count)
+        params: dict[str, float] = {}
+        for line in data[pos:].decode().splitlines():
+            name, _, text = line.partition("=")
+            params[name] = float(text)
+    except (ValueError, IndexError, zlib.error, UnicodeDecodeError) as e:
         raise ValueError(f"not a replay token: {token[:40]!r}") from e
+    return strategy, seed, choices, fps, params
+
+
+def decode_token(token: str) -> tuple[str, str, list[int], list[int]]:
+    """The inverse of :func:`encode_token` (the choice stream only)."""
+    strategy, seed, choices, fps, _ = decode_token_params(token)
     return strategy, seed, choices, fps
 
 
 __all__ = [
     "PCT", "BoundedDFS", "NondeterminismError", "RandomWalk", "Replay", "RunView",
-    "SchedulerView", "Strategy", "ThreadView", "decode_token", "encode_token",
+    "SchedulerView", "Strategy", "ThreadView", "decode_token", "decode_token_params",
+    "encode_token",
 ]  # fmt: skip

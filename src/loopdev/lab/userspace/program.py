@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Sequence
 
 from loopdev.kernel import Kernel, RunResult
+from loopdev.sim.params import EXEC_TIME
+from loopdev.sim.sched import param
 
 #: A port program: exit status, stdout and stderr like the real tool's.
 Program = Callable[[Kernel, Sequence[str]], RunResult]
@@ -16,12 +18,6 @@ EX_OK = 0
 EX_FAILURE = 1
 MNT_EX_USAGE = 1
 MNT_EX_FAIL = 32
-
-
-#: fork + exec + ld.so + library start-up of a util-linux program, in seconds: most of what a
-#: losetup or mount cycle costs on a real machine (docs/findings.md has the figures).
-EXEC_SECONDS_MIN = 0.001
-EXEC_SECONDS_RANGE = 0.002
 
 
 def spend_cpu(kernel: Kernel, seconds: float) -> None:
@@ -37,9 +33,11 @@ def spend_cpu(kernel: Kernel, seconds: float) -> None:
 
 def exec_time(kernel: Kernel) -> None:
     """The CPU a freshly exec()ed util-linux program spends before its first interesting
-    system call: ``EXEC_SECONDS_MIN`` plus a random share of ``EXEC_SECONDS_RANGE`` (1-3 ms)
-    of virtual time."""
-    spend_cpu(kernel, EXEC_SECONDS_MIN + EXEC_SECONDS_RANGE * kernel.random())
+    system call (fork + exec + ld.so + library start-up: most of what a losetup or mount
+    cycle costs on a real machine): uniform in [value/3, value] of the timing parameter
+    ``userspace.exec_time`` (default 1-3 ms), drawn from the port's randomness."""
+    longest = param(EXEC_TIME)
+    spend_cpu(kernel, longest / 3 + longest * 2 / 3 * kernel.random())
 
 
 def strerror(code: int) -> str:

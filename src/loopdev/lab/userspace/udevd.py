@@ -33,6 +33,8 @@ from loopdev import abi
 from loopdev.kernel import Kernel, Process, Uevent
 from loopdev.lab import images
 from loopdev.lab.userspace.program import spend_cpu
+from loopdev.sim.params import UDEV_HOLD_TIME, UDEV_PROBE_DELAY
+from loopdev.sim.sched import param
 
 #: systemd 252 src/udev/udevd.c: retry a locked device's event every 200 ms, for up to 3 min.
 EVENT_RETRY_INTERVAL = 0.2
@@ -49,15 +51,16 @@ class UdevConfig:
 
     Rule processing and the blkid probe are userspace CPU time: the worker spends it as
     virtual time (see :func:`~loopdev.lab.userspace.program.spend_cpu`), each duration drawn
-    as ``max * kernel.random()`` from the choice stream. The defaults (0-2 ms of rules before
-    the probe, 0-3 ms more before the lock fd is closed) overlap the 1-3 ms a util-linux
-    program needs to start, so the worker's last close can land before, inside or after a
-    mount(8)'s loop-device scan — both orders happen, as with the real udevd (whose last close
-    comes milliseconds after an attach; docs/findings.md has the figures).
+    as ``max * kernel.random()`` from the choice stream. The longest durations are the timing
+    parameters ``udev.probe_delay`` (rules before the probe, default 2 ms) and
+    ``udev.hold_time`` (after the probe until the lock fd is closed, default 3 ms) unless
+    given here. They overlap the 1-3 ms a util-linux program needs to start, so the worker's
+    last close can land before, inside or after a mount(8)'s loop-device scan: both orders
+    happen, as with the real udevd (whose last close comes milliseconds after an attach).
     """
 
-    rules_max: float = 0.002  # from taking the lock to the blkid builtin
-    hold_max: float = 0.003  # from the probe to the worker closing the lock fd
+    rules_max: float | None = None  # from taking the lock to the blkid builtin
+    hold_max: float | None = None  # from the probe to the worker closing the lock fd
     poll: float = 0.05  # uevent_read timeout: how quickly stop() is noticed
     blkid: bool = True  # run the blkid builtin (IMPORT{builtin}="blkid")
 
@@ -203,10 +206,11 @@ class Udevd:
             # EAGAIN: requeue; anything else: "Failed to process device, ignoring"
             return e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK)
         try:
-            self._busy(self.config.rules_max)
-            if self.config.blkid and self._persistent_storage_applies(ev):
+            cfg = self.config
+            self._busy(param(UDEV_PROBE_DELAY) if cfg.rules_max is None else cfg.rules_max)
+            if cfg.blkid and self._persistent_storage_applies(ev):
                 self.builtin_blkid(ev)
-            self._busy(self.config.hold_max)
+            self._busy(param(UDEV_HOLD_TIME) if cfg.hold_max is None else cfg.hold_max)
         finally:
             if lock_fd is not None:
                 self.k.close(lock_fd)
