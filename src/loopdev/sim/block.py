@@ -25,9 +25,9 @@ from loopdev.sim.sync import (
     Mutex,
     SpinLock,
     WaitQueue,
-    lock_map_acquire,
-    lock_map_acquire_read,
     lock_map_release,
+    rwsem_acquire,
+    rwsem_acquire_read,
     wait_event,
     wake_up_all,
 )
@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 REQ_OP_READ = 0
 REQ_OP_WRITE = 1
 BLK_STS_OK = 0
+
+#: f1be1788a32e "block: model freeze & enter queue as lock for supporting lockdep" (Ming Lei,
+#: merged for v6.13): from this release on lockdep sees a queue freeze as a lock
+FREEZE_LOCKDEP_SINCE = (6, 13)
 
 GD_DEAD = "GD_DEAD"
 GD_NEED_PART_SCAN = "GD_NEED_PART_SCAN"
@@ -101,8 +105,17 @@ class Request:
         self.done = Completion("bio_wait")
 
 
+def freeze_lockdep_in(release: str) -> bool:
+    """Whether the block layer of kernel ``release`` (``uname -r``) annotates queue freezes
+    for lockdep (:data:`FREEZE_LOCKDEP_SINCE`)."""
+    major, _, rest = release.partition(".")
+    minor = rest.split(".", 1)[0].split("-", 1)[0]
+    return (int(major), int(minor)) >= FREEZE_LOCKDEP_SINCE
+
+
 class RequestQueue:
-    """``struct request_queue`` with the freeze machinery and its lockdep map."""
+    """``struct request_queue`` with the freeze machinery and its lockdep map (used only
+    where the modelled block layer has f1be1788a32e)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -196,8 +209,12 @@ class BlkdevFileOps(FileOperations):
         self.block.blkdev_release(bdev, mode, holder)
 
     def read(self, file: File, size: int, pos: int) -> bytes:
+        """``blkdev_read_iter``: ``O_DIRECT`` reads go to the device, others through the
+        block device's page cache (``filemap_read``)."""
         bdev: BlockDevice = file.private_data[0]
-        return self.block.bdev_read(bdev, pos, size)
+        if file.f_flags & abi.O_DIRECT:
+            return self.block.bdev_read(bdev, pos, size)
+        return self.block.filemap_read(bdev, pos, size)
 
     def write(self, file: File, data: bytes, pos: int) -> int:
         bdev: BlockDevice = file.private_data[0]
@@ -214,8 +231,10 @@ class BlkdevFileOps(FileOperations):
 class BlockLayer:
     """The block layer of one machine."""
 
-    def __init__(self, machine: Machine) -> None:
+    def __init__(self, machine: Machine, *, freeze_lockdep: bool = False) -> None:
         self.machine = machine
+        #: lockdep sees a queue freeze as a lock (the block layer of v6.13 and later)
+        self.freeze_lockdep = freeze_lockdep
         self.disks: dict[int, Gendisk] = {}
         self.bdev_lock = SpinLock("bdev_lock")
         self.bd_claim_wq = WaitQueue("bdev_claim")
@@ -458,9 +477,11 @@ class BlockLayer:
 
     @kfunc
     def bio_queue_enter(self, q: RequestQueue) -> None:
-        """Enter the queue: wait while it is frozen; EIO once the disk is dead."""
-        lock_map_acquire_read(q.io_lockdep_map)
-        lock_map_release(q.io_lockdep_map)
+        """Enter the queue: wait while it is frozen; EIO once the disk is dead. From v6.13
+        (f1be1788a32e) lockdep sees the entry as a read of the freeze's map."""
+        if self.freeze_lockdep:
+            rwsem_acquire_read(q.io_lockdep_map)
+            lock_map_release(q.io_lockdep_map)
         while True:
             point("percpu_ref_tryget_live", f"{q.name}:q_usage_counter")
             if q.dying:
@@ -498,7 +519,10 @@ class BlockLayer:
         """Stop new I/O from entering and wait until the in-flight I/O has ended."""
         point("blk_freeze_queue_start", q.name)
         q.mq_freeze_depth += 1
-        lock_map_acquire(q.io_lockdep_map)
+        if q.mq_freeze_depth == 1 and self.freeze_lockdep:
+            # f1be1788a32e blk_freeze_acquire_lock: a write trylock of the map, held until
+            # the unfreeze
+            rwsem_acquire(q.io_lockdep_map, trylock=True)
         if q.mq_freeze_depth == 1:
             # percpu_ref_kill(&q->q_usage_counter): the counter leaves percpu mode only after
             # an RCU grace period, and only then can it be seen reaching zero
@@ -509,7 +533,8 @@ class BlockLayer:
     def blk_mq_unfreeze_queue(self, q: RequestQueue) -> None:
         point("blk_mq_unfreeze_queue", q.name)
         q.mq_freeze_depth -= 1
-        lock_map_release(q.io_lockdep_map)
+        if q.mq_freeze_depth == 0 and self.freeze_lockdep:
+            lock_map_release(q.io_lockdep_map)
         if q.mq_freeze_depth == 0:
             wake_up_all(q.mq_freeze_wq)
 
@@ -528,6 +553,55 @@ class BlockLayer:
         if req.status:
             raise err(req.status, f"I/O error, dev {bdev.bd_disk.disk_name}, sector {pos >> 9}")
         return bytes(req.data)
+
+    @kfunc
+    def filemap_read(self, bdev: BlockDevice, pos: int, size: int) -> bytes:
+        """mm/filemap.c ``filemap_read`` of a block device (v6.1): nothing at or past
+        ``i_size``; a page missing from the cache is read ahead (``blkdev_readahead``:
+        blocks past ``i_size`` are zero-filled, not read); a page the readahead could not
+        make uptodate is read once more, synchronously (``filemap_update_page`` →
+        ``filemap_read_folio`` → ``block_read_full_folio``, which again zero-fills past
+        ``i_size``), and only that second failure is EIO; finally ``i_size`` is checked
+        again, so a page zero-filled because the disk shrank to nothing reads as EOF.
+
+        A device torn down under the reader (``invalidate_disk`` sets the capacity, and so
+        ``i_size``, to 0) therefore gives EOF, not EIO, unless both reads happen before the
+        capacity drops. The model keeps no pages between reads (each read is a miss): the
+        real cache is dropped at ``invalidate_disk`` and at the last close anyway."""
+        if pos >= self.capacity_bytes(bdev) or size <= 0:
+            return b""
+        data = self.read_pages(bdev, pos, size)  # page_cache_sync_readahead
+        if data is None:
+            data = self.block_read_full_folio(bdev, pos, size)
+            if data is None:
+                raise err(errno.EIO, f"I/O error, dev {bdev.bd_disk.disk_name}, sector {pos >> 9}")
+        isize = self.capacity_bytes(bdev)
+        if pos >= isize:
+            return b""
+        return data[: min(size, isize - pos)]
+
+    @kfunc
+    def read_pages(self, bdev: BlockDevice, pos: int, size: int) -> bytes | None:
+        """Readahead of the pages: zeroes past ``i_size`` (``do_mpage_readpage``), a bio
+        for the rest; None when the bio failed (the folio stays !uptodate)."""
+        return self._read_upto_isize(bdev, pos, size)
+
+    @kfunc
+    def block_read_full_folio(self, bdev: BlockDevice, pos: int, size: int) -> bytes | None:
+        """fs/buffer.c ``block_read_full_folio``: blocks at or past ``i_size`` (as it is now)
+        are zero-filled and uptodate without I/O, the others read; None on an I/O error."""
+        return self._read_upto_isize(bdev, pos, size)
+
+    def _read_upto_isize(self, bdev: BlockDevice, pos: int, size: int) -> bytes | None:
+        cap = self.capacity_bytes(bdev)
+        if pos >= cap:
+            return bytes(size)
+        n = min(size, cap - pos)
+        req = Request(bdev, REQ_OP_READ, pos, n)
+        self.submit_bio_wait(req)
+        if req.status:
+            return None
+        return bytes(req.data) + bytes(size - n)
 
     @kfunc
     def bdev_write(self, bdev: BlockDevice, pos: int, data: bytes) -> int:
@@ -580,7 +654,7 @@ class BlockLayer:
 
 
 __all__ = [
-    "GD_DEAD", "GD_NEED_PART_SCAN", "GD_SUPPRESS_PART_SCAN", "REQ_OP_READ", "REQ_OP_WRITE",
-    "BlkdevFileOps", "BlockDevice", "BlockDeviceOperations", "BlockLayer", "Gendisk", "Request",
-    "RequestQueue",
+    "FREEZE_LOCKDEP_SINCE", "GD_DEAD", "GD_NEED_PART_SCAN", "GD_SUPPRESS_PART_SCAN",
+    "REQ_OP_READ", "REQ_OP_WRITE", "BlkdevFileOps", "BlockDevice", "BlockDeviceOperations",
+    "BlockLayer", "Gendisk", "Request", "RequestQueue", "freeze_lockdep_in",
 ]  # fmt: skip

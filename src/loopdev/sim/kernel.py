@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from loopdev.sim import sched as _sched
 from loopdev.sim.freeze import do_vfs_ioctl
 from loopdev.sim.fs import do_mount, path_umount
 from loopdev.sim.io_uring import IoRings, sys_io_uring_enter, sys_io_uring_mmap, sys_io_uring_setup
+from loopdev.sim.loop import release_of
 from loopdev.sim.machine import Machine
 from loopdev.sim.sched import Scheduler, emit
 from loopdev.sim.splice import do_sendfile
@@ -522,43 +522,14 @@ class SimKernel:
         if task.task_works or task.fatal_signal_pending():
             task.syscall("sched_yield", lambda: None)
 
-    def sched_yields(self, count: int) -> None:
-        """``count`` ``sched_yield(2)`` calls in a row (how userspace models spend CPU time):
-        the same scheduling points, choices and trace as ``count`` ``sleep(0)`` calls,
-        without the per-call overhead of the port."""
-        task = current()
-        s = self.sched
-        yield_point = s.yield_point
-        signals = task.signals
-        for _ in range(count):
-            if task.task_works or SIGKILL in signals:
-                task.syscall("sched_yield", _noop)
-                continue
-            yield_point("sched_yield")
-            if s.tracing:
-                s.trace.emit("point", "sched_yield")
-            if task.task_works or SIGKILL in signals:
-                task.syscall("sched_yield", _noop)
+    def exit_mm_cost(self, seconds: float) -> None:
+        """Model only: the calling process's address space costs ``seconds`` to tear down
+        when it exits (``exit_mm``, before its files are released): a program that maps
+        much memory (fio) says so."""
+        current().mm_teardown = max(0.0, seconds)
 
     def random(self) -> float:
         return self.sched.choose(1 << 16, "random") / float(1 << 16)
 
 
-def _noop() -> None:
-    return None
-
-
-def release_of(driver: type) -> str:
-    """The ``uname -r`` a kernel with loop driver class ``driver`` reports: the first upstream
-    release (a variant named ``vX.Y`` or ``vX.Y-rcN``) in its class hierarchy, plus
-    ``+<variant>`` when the driver itself is a proposal on top of it."""
-    own = driver.__dict__.get("variant", "")
-    for cls in driver.__mro__:
-        m = re.fullmatch(r"v(\d+)\.(\d+)(-rc\d+)?", cls.__dict__.get("variant", ""))
-        if m:
-            release = f"{m.group(1)}.{m.group(2)}.0{m.group(3) or ''}"
-            return release if cls is driver else f"{release}+{own}"
-    raise ValueError(f"{driver.__name__}: no upstream release in its class hierarchy")
-
-
-__all__ = ["Executable", "SimKernel", "SimProcess"]
+__all__ = ["Executable", "SimKernel", "SimProcess", "release_of"]

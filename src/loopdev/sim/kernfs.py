@@ -4,8 +4,9 @@ Every open of a kernfs file gets its own ``struct kernfs_open_file`` whose ``of-
 (lockdep class ``&of->mutex``, shared by all of them) serialises the file's reads and writes:
 a read (``kernfs_fop_read_iter`` → ``seq_read_iter`` under the seq_file's ``&p->lock`` →
 ``kernfs_seq_start``) and a write (``kernfs_fop_write_iter``) both take ``of->mutex`` and an
-active reference on the node (``kn->active``, a lockdep read acquisition) around the
-attribute's ``show``/``store``. Two tasks using the *same* open file therefore wait for each
+active reference on the node around the attribute's ``show``/``store``; lockdep sees that
+reference as a *trylock* read of ``kn->active`` (fs/kernfs/dir.c ``kernfs_get_active``:
+``rwsem_acquire_read(&kn->dep_map, 0, 1, _RET_IP_)``), so no dependency leads to it. Two tasks using the *same* open file therefore wait for each
 other; two separate opens do not, but lockdep, which works on classes, cannot tell.
 
 Only the files created with :func:`kernfs_create_file` take this path (``/sys/power/resume``);
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 from loopdev import abi
 from loopdev.sim.sched import kfunc
-from loopdev.sim.sync import LockdepMap, Mutex, lock_map_acquire_read, lock_map_release
+from loopdev.sim.sync import LockdepMap, Mutex, lock_map_release, rwsem_acquire_read
 from loopdev.sim.vfs import FMODE_READ, File, FileOperations, Inode, err, mknod
 
 Show = Callable[["KernfsOpenFile"], bytes]
@@ -50,7 +51,8 @@ class KernfsOpenFile:
 
 @kfunc
 def kernfs_get_active(kn: KernfsNode) -> bool:
-    lock_map_acquire_read(kn.active)
+    """``atomic_inc_unless_negative(&kn->active)`` annotated as a trylock read."""
+    rwsem_acquire_read(kn.active, trylock=True)
     return True
 
 

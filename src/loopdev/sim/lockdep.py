@@ -1,7 +1,9 @@
 """Lockdep for the model: lock classes, held-lock stacks, the dependency graph and reports.
 
-Acquiring lock class B while holding A records the dependency A -> B with the kernel stacks
-(kfunc names) of both acquisitions. A new dependency that closes a cycle is reported in the
+Acquiring lock class B records the dependency A -> B from the most recently acquired lock A
+the task holds (and from any trylocks held on top of A), as ``check_prevs_add`` does, with
+the kernel stacks (kfunc names) of both acquisitions; trylocks record no dependency of their
+own. A new dependency that closes a cycle is reported in the
 kernel's own report shape. Read acquisitions follow lockdep's recursive-read rule: a cycle only
 counts if it is *strong*, i.e. no lock on it is entered through a recursive-read acquisition
 (read=2, e.g. ``lock_map_acquire_read``) and left while held shared. Non-recursive readers
@@ -227,23 +229,41 @@ class Lockdep:
             cls.used_write = True
         stack = (op, *reversed(thread.kstack))
         new = HeldLock(cls, lock, read, trylock, stack)
-        if not trylock:
-            for held in thread.held:
-                if held.cls is cls:
-                    if not (read == 2 and held.read):
-                        self._report_recursive(thread, new, held)
-                    continue
-                shared, recursive = held.read > 0, read == 2
-                if graph.has_edge(held.cls.name, cls.name, shared, recursive):
-                    continue
+        if not trylock and self._check_deadlock(thread, new):
+            self._check_prevs_add(thread, new)
+        thread.held.append(new)
+
+    def _check_deadlock(self, thread: LockOwner, new: HeldLock) -> bool:
+        """kernel/locking/lockdep.c ``check_deadlock``: the same class already held is a
+        possible recursive deadlock, unless the new acquisition is a recursive read of a
+        class held for reading. False: reported (the kernel stops there)."""
+        for held in thread.held:
+            if held.cls is new.cls and not (new.read == 2 and held.read):
+                self._report_recursive(thread, new, held)
+                return False
+        return True
+
+    def _check_prevs_add(self, thread: LockOwner, new: HeldLock) -> None:
+        """kernel/locking/lockdep.c ``check_prevs_add``: a dependency from the most recently
+        acquired held lock, and from the held trylocks on top of it; older held locks are
+        connected through it already (their own acquisitions recorded theirs)."""
+        graph = self.graph
+        cls, recursive = new.cls, new.read == 2
+        for held in reversed(thread.held):
+            shared = held.read > 0
+            if held.cls is not cls and not graph.has_edge(
+                held.cls.name, cls.name, shared, recursive
+            ):
                 edge = Edge(
-                    held.cls.name, cls.name, shared, recursive, held.stack, stack, thread.ident
+                    held.cls.name, cls.name, shared, recursive, held.stack, new.stack,
+                    thread.ident,
                 )
                 path = graph.strong_path(cls.name, recursive, held.cls.name, shared)
                 graph.add(edge)
                 if path is not None:
                     self._report_circular(thread, new, held, path)
-        thread.held.append(new)
+            if not held.trylock:
+                break
 
     def release(self, thread: LockOwner | None, lock: object) -> None:
         """Drop `lock` from the thread's held stack (any position, as lock_release)."""

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from loopdev import abi
-from loopdev.sim.block import BlockLayer
+from loopdev.sim.block import BlockLayer, freeze_lockdep_in
 from loopdev.sim.fs import FsType, register_filesystems
 from loopdev.sim.hibernate import hibernate_init
-from loopdev.sim.loop import LoopDriver, driver_class
+from loopdev.sim.loop import LoopDriver, driver_class, release_of
 from loopdev.sim.procfs import ProcRoot
 from loopdev.sim.task import set_filp_close_hook
 from loopdev.sim.uevent import UeventBus
@@ -51,7 +51,9 @@ class Machine:
         for d in ("block", "class/block", "dev/block", "devices/virtual/block", "power"):
             mkdir_p(self.sys_root, d)
         self.sockfs = SuperBlock("sockfs", self.vfs.anon_dev())
-        self.block = BlockLayer(self)
+        # the block layer of the release the variant stands for (its lockdep annotations)
+        release = release_of(driver_class(variant))
+        self.block = BlockLayer(self, freeze_lockdep=freeze_lockdep_in(release))
         from loopdev.sim.vfs import DEV_NULL, mknod
 
         mknod(self.dev_root, "null", abi.S_IFCHR | 0o666, DEV_NULL)

@@ -430,10 +430,12 @@ class LockdepMap:
         self.lock_class = lock_class or name
 
 
-def _map_acquire(m: LockdepMap, read: int, op: str) -> None:
+def _map_acquire(m: LockdepMap, read: int, op: str, *, trylock: bool = False) -> None:
     s = _s()
     s.yield_point(m.name)
-    s.lockdep.acquire(s.current, m, m.lock_class, wait_type=WAIT_MAP, read=read, op=op)
+    s.lockdep.acquire(
+        s.current, m, m.lock_class, wait_type=WAIT_MAP, read=read, trylock=trylock, op=op
+    )
     if s.tracing:
         s.trace.emit("lock", m.name, "map read" if read else "map")
 
@@ -448,6 +450,17 @@ def lock_map_acquire_read(m: LockdepMap) -> None:
     _map_acquire(m, 2, "lock_map_acquire_read")
 
 
+def rwsem_acquire(m: LockdepMap, *, trylock: bool = False) -> None:
+    """``rwsem_acquire(map, 0, trylock, ip)``: a write acquisition of a lockdep map, a
+    trylock when ``trylock`` (no dependency leads to it)."""
+    _map_acquire(m, 0, "rwsem_acquire", trylock=trylock)
+
+
+def rwsem_acquire_read(m: LockdepMap, *, trylock: bool = False) -> None:
+    """``rwsem_acquire_read(map, 0, trylock, ip)``: a non-recursive read acquisition."""
+    _map_acquire(m, 1, "rwsem_acquire_read", trylock=trylock)
+
+
 def lock_map_release(m: LockdepMap) -> None:
     """Release a lockdep map."""
     s = _s()
@@ -459,6 +472,7 @@ def lock_map_release(m: LockdepMap) -> None:
 
 __all__ = [
     "Atomic", "Completion", "LockdepMap", "Mutex", "PercpuRwsem", "SpinLock", "WaitQueue",
-    "lock_map_acquire", "lock_map_acquire_read", "lock_map_release", "wait_event",
+    "lock_map_acquire", "lock_map_acquire_read", "lock_map_release", "rwsem_acquire",
+    "rwsem_acquire_read", "wait_event",
     "wait_event_killable", "wake_up", "wake_up_all",
 ]  # fmt: skip

@@ -14,8 +14,8 @@ import itertools
 from collections.abc import Callable
 
 from loopdev.sim import sched as _sched
-from loopdev.sim.rcu import tick_phase
-from loopdev.sim.sched import kfunc
+from loopdev.sim.rcu import timer_delay
+from loopdev.sim.sched import Thread, kfunc
 from loopdev.sim.sync import (
     LockdepMap,
     WaitQueue,
@@ -30,10 +30,15 @@ from loopdev.sim.task import Task, current, kthread_run
 class Work:
     """`struct work_struct`: a function to run on a workqueue."""
 
-    def __init__(self, fn: Callable[[], object], name: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[[], object], name: str | None = None, *, lock_class: str | None = None
+    ) -> None:
         self.fn = fn
         self.name = name or str(getattr(fn, "__name__", "work"))
-        self.map = LockdepMap(f"(work_completion)({self.name})")
+        #: lockdep's class: the kernel names it after the work_struct's field (every loop
+        #: device's ``&lo->rootcg_work`` is one class), the model by default after the work
+        cls = f"(work_completion)({lock_class})" if lock_class else None
+        self.map = LockdepMap(f"(work_completion)({self.name})", cls)
         self.pending = False
         self.running: Task | None = None
         self.wq: Workqueue | None = None
@@ -46,17 +51,25 @@ class Work:
 
 class DelayedWork(Work):
     """``struct delayed_work`` queued with ``schedule_delayed_work(dwork, 1)``: its timer
-    fires at the next tick (from just after now to one jiffy later), then ``fn`` runs.
-    Queue it with :func:`queue_work`; :func:`flush_delayed_work` fires the timer at once."""
+    fires one to two jiffies later (the wheel rounds up: ``rcu.timer_delay``), then ``fn``
+    runs.
+    Queue it with :func:`queue_work`; :func:`flush_delayed_work` fires the timer at once
+    (``del_timer`` + queue), also while it is already ticking."""
 
     def __init__(self, fn: Callable[[], object], name: str | None = None) -> None:
         super().__init__(self._timer_then_run, name or str(getattr(fn, "__name__", "work")))
         self.work_fn = fn
         self.fire_now = False  # flush_delayed_work under way
+        self.timer: Thread | None = None  # the kworker waiting for the timer to fire
 
     def _timer_then_run(self) -> None:
         if not self.fire_now:
-            _sched.sleep(tick_phase())
+            s = _sched.current_scheduler()
+            self.timer = s.current
+            try:
+                s.block(self, timeout=timer_delay(1))
+            finally:
+                self.timer = None
         self.work_fn()
 
 
@@ -216,6 +229,8 @@ def flush_work(work: Work) -> bool:
 def flush_delayed_work(dwork: DelayedWork) -> bool:
     """``flush_delayed_work``: fire a pending timer at once, then :func:`flush_work`."""
     dwork.fire_now = True
+    if dwork.timer is not None:
+        _sched.wake(dwork.timer)
     try:
         return flush_work(dwork)
     finally:

@@ -7,6 +7,8 @@ here and one line in :data:`DRIVERS` (tests/sim/test_variant_registry.py fails o
 
 from __future__ import annotations
 
+import re
+
 from loopdev.sim.loop.base import LoopDevice, LoopDriver
 from loopdev.sim.loop.post_open_release import PostOpenRelease
 from loopdev.sim.loop.post_release_2026 import PostRelease2026
@@ -45,4 +47,18 @@ def driver_class(variant: str) -> type[LoopDriver]:
         ) from None
 
 
-__all__ = ["DRIVERS", "VARIANTS", "LoopDevice", "LoopDriver", "driver_class"]
+def release_of(driver: type) -> str:
+    """The ``uname -r`` a kernel with loop driver class ``driver`` reports: the first upstream
+    release (a variant named ``vX.Y`` or ``vX.Y-rcN``) in its class hierarchy, plus
+    ``+<variant>`` when the driver itself is a proposal on top of it."""
+    own = driver.__dict__.get("variant", "")
+    for cls in driver.__mro__:
+        m = re.fullmatch(r"v(\d+)\.(\d+)(-rc\d+)?", cls.__dict__.get("variant", ""))
+        if m:
+            release = f"{m.group(1)}.{m.group(2)}.0{m.group(3) or ''}"
+            return release if cls is driver else f"{release}+{own}"
+    raise ValueError(f"{driver.__name__}: no upstream release in its class hierarchy")
+
+
+
+__all__ = ["DRIVERS", "VARIANTS", "LoopDevice", "LoopDriver", "driver_class", "release_of"]

@@ -29,7 +29,8 @@ from loopdev.sim.block import (
     Gendisk,
     Request,
 )
-from loopdev.sim.sched import emit, kfunc, point
+from loopdev.sim.params import LOOP_SERVICE_TIME
+from loopdev.sim.sched import emit, kfunc, param, point, sleep
 from loopdev.sim.sync import Atomic, Mutex, SpinLock, WaitQueue
 from loopdev.sim.task import current
 from loopdev.sim.vfs import (
@@ -302,6 +303,9 @@ class LoopDriver(BlockDeviceOperations):
 
     @kfunc
     def do_req_filebacked(self, lo: LoopDevice, req: Request) -> None:
+        """The I/O on the backing file: it takes the worker the timing parameter
+        ``loop.service_time`` (fitted to 4 KiB requests through a real loop device)."""
+        sleep(param(LOOP_SERVICE_TIME))
         file = lo.lo_backing_file
         if file is None:
             raise err(errno.EIO)
@@ -759,7 +763,9 @@ class LoopDriver(BlockDeviceOperations):
     def loop_alloc_disk(self, lo: LoopDevice) -> None:
         """The part of ``loop_add`` after the idr slot: tag set, disk, ``add_disk``."""
         i = lo.lo_number
-        lo.rootcg_work = Work(self._rootcg_workfn(lo), f"loop{i}:rootcg_work")
+        lo.rootcg_work = Work(
+            self._rootcg_workfn(lo), f"loop{i}:rootcg_work", lock_class="&lo->rootcg_work"
+        )
         disk = self.block.alloc_disk(f"loop{i}", LOOP_MAJOR, i << self.part_shift, self)
         disk.private_data = lo
         disk.state.add(GD_SUPPRESS_PART_SCAN)

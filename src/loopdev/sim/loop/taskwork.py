@@ -38,5 +38,7 @@ class Taskwork(V5_17rc1):
         def loop_rundown_workfn() -> None:
             self.loop_rundown_workfn(lo)
 
-        lo.rundown_work = Work(loop_rundown_workfn, f"loop{lo.lo_number}:rundown_work")
+        lo.rundown_work = Work(
+            loop_rundown_workfn, f"loop{lo.lo_number}:rundown_work", lock_class="&lo->rundown_work"
+        )
         queue_work(system_long_wq, lo.rundown_work)
