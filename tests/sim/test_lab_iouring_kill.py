@@ -37,9 +37,8 @@ def test_the_started_program_is_the_process_a_kill_ends() -> None:
         k.mkdir("/tmp/d")
         start = model._model_starter(k)
         p = start(["fio", "--name=r", "--filename=/tmp/d/f", "--size=64k", "--time_based",
-                   "--runtime=30", "--ioengine=io_uring"], "fio")  # fmt: skip
-        for _ in range(50):
-            k.sleep(0)
+                   "--runtime=30", "--ioengine=io_uring", "--thinktime=1000"], "fio")  # fmt: skip
+        k.sleep(0.3)  # past fio's start-up (fio.exec_time)
         seen["alive"] = bool(k.listdir(f"/proc/{p.pid}/fd"))  # fio has files open
         p.kill(signal.SIGKILL)
         seen["status"] = p.wait()

@@ -70,10 +70,10 @@ def test_ebusy_clears_once_the_delayed_fput_ran_on_v5_17_rc1() -> None:
         assert run.notes["outer"] is None
 
 
-def test_delayed_fput_runs_at_the_next_timer_tick() -> None:
+def test_delayed_fput_runs_one_to_two_jiffies_later() -> None:
     """fs/file_table.c: the last fput from a kthread (v5.17-rc1's rundown work dropping the
-    backing file) is ``schedule_delayed_work(&delayed_fput_work, 1)``: released after the
-    fput, within one jiffy, not at once."""
+    backing file) is ``schedule_delayed_work(&delayed_fput_work, 1)``, and the timer wheel
+    rounds the expiry up to the next jiffy: released one to two jiffies after the fput."""
 
     def main(k: SimKernel, notes: dict[str, Any]) -> None:
         nested(k, notes)
@@ -88,4 +88,4 @@ def test_delayed_fput_runs_at_the_next_timer_tick() -> None:
         drained = [e.time for e in events if e.kind == "enter" and e.name == "delayed_fput"]
         assert queued and drained
         delay = drained[0] - queued[0]
-        assert 0 < delay <= JIFFY + 1e-9, delay
+        assert JIFFY < delay <= 2 * JIFFY + 1e-9, delay

@@ -130,6 +130,7 @@ class ModelRun:
     kernel: SimKernel | None = None
     udevd: Udevd | None = None
     outcome: Outcome | None = None
+    env: Env | None = None
 
 
 def start(sched: Scheduler, scenario: Scenario, row: str, variant: str) -> ModelRun:
@@ -152,6 +153,7 @@ def start(sched: Scheduler, scenario: Scenario, row: str, variant: str) -> Model
         is_model=True,
         udev=scenario.udev,
     )
+    run.env = env
 
     def main() -> None:
         try:
@@ -225,6 +227,8 @@ def run_once(
         lockdep=report,
         lockdep_kinds=tuple(_lockdep_key(r) for r in out.lockdep),
     )
+    if run.env is not None:
+        rec.measurements = dict(run.env.measurements)  # virtual seconds
     if trace:
         rec.events = [_event(e) for e in out.trace.to_json()[-MAX_EVENTS:]]
     return rec, out

@@ -20,9 +20,10 @@ told to exit, only *tracked* requests (``REQ_F_INFLIGHT``: those on io_uring fil
 for, ``io_uring_clean_tctx`` waits for the io-wq workers; untracked reads in flight keep their
 file references. ``exit_files`` then drops the ring file; its ``->release``
 (``io_uring_release`` → ``io_ring_ctx_wait_and_kill``) queues ``io_ring_exit_work`` on
-``system_unbound_wq``, which cancels what is left and waits (in 50 ms rounds) for the
-requests to go; their ``fput``\\ s run in kernel threads, through ``delayed_fput``. So
-``umount`` right after the killed process was reaped can see the mount still in use.
+``system_unbound_wq``, which cancels what is left, runs the completions parked on the
+fallback work, and waits (in 50 ms rounds) for the requests to go; their ``fput``\\ s run in
+kernel threads, through ``delayed_fput`` (one more jiffy). So ``umount`` right after the
+killed process was reaped can see the mount still in use.
 
 Variant ``exit-cancel-wait`` (:class:`IoUringExitCancelWait`) is Jens Axboe's 2023 series
 against that: the exiting task cancels and waits for *all* its requests and for the file
@@ -887,6 +888,9 @@ class IoUring:
         ret = False
         if task is None:
             ret |= self.io_uring_try_cancel_iowq(ctx)
+            # 254176234222 "io_uring: flush delayed fallback task_work in cancelation"
+            # (v6.10): the exit work runs completions parked on the fallback work at once
+            ret |= flush_delayed_work(ctx.fallback_work)
         else:
             tctx = self.tctx_of(task)
             if tctx is not None:

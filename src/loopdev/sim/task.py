@@ -76,6 +76,9 @@ class Task(Thread):
         self.exit_code: int | None = None
         self.in_syscall: str | None = None
         self.should_stop = False  # kthread_stop
+        #: what tearing down its address space in exit_mm costs (virtual seconds): set by a
+        #: program whose mappings are large (SimKernel.exit_mm_cost)
+        self.mm_teardown = 0.0
 
     def on_spawn(self, sched: Scheduler) -> None:
         if not self.pid:
@@ -243,7 +246,8 @@ def do_exit(code: int) -> None:
 
     In kernel/exit.c's order: ``io_uring_files_cancel`` (the exit hooks) runs before
     ``exit_signals`` sets PF_EXITING, so task_work the hooks run is handled as usual;
-    then ``exit_files``, whose fputs are task_work that ``exit_task_work`` runs."""
+    then ``exit_mm``, then ``exit_files``, whose fputs are task_work that ``exit_task_work``
+    runs."""
     task = current()
     if task.exit_code is not None:
         raise TaskExit  # already in do_exit
@@ -252,9 +256,18 @@ def do_exit(code: int) -> None:
     for hook in exit_hooks:
         hook(task)
     task.exiting = True  # exit_signals: PF_EXITING
+    exit_mm(task)
     exit_files(task)
     exit_task_work(task)
     raise TaskExit
+
+
+def exit_mm(task: Task) -> None:
+    """Tear down the task's address space: ``task.mm_teardown`` of virtual time (nothing for
+    the model's small programs), uninterruptible."""
+    if task.mm_teardown > 0:
+        _emit("state", "exit_mm", f"{task.mm_teardown:g}s")
+        _sched.sleep(task.mm_teardown)
 
 
 def send_sig(task: Task, sig: int) -> None:

@@ -3,8 +3,8 @@ tables, path lookup with mount crossing, flock, mount(2)/umount2(2).
 
 Modelled on fs/file_table.c (``fput``: the last reference from a user task is released by
 ``____fput`` as task_work before the task returns to user mode; from a kernel thread it goes
-on the ``delayed_fput`` list, drained by a delayed work on ``system_wq`` at the next timer
-tick), fs/namespace.c
+on the ``delayed_fput`` list, drained by a delayed work on ``system_wq`` one to two jiffies
+later), fs/namespace.c
 (``do_umount``: EBUSY while anything holds the mount; the last ``mntput`` of a detached mount
 runs ``__cleanup_mnt`` as task_work, from a kthread via ``delayed_mntput``), fs/super.c
 (``deactivate_super`` → ``kill_block_super`` → ``blkdev_put``) and fs/locks.c (flock).
@@ -652,8 +652,8 @@ class Vfs:
 
     def delayed_fput_add(self, file: File) -> None:
         """``llist_add(&file->f_llist, &delayed_fput_list)`` +
-        ``schedule_delayed_work(&delayed_fput_work, 1)``: the list is drained at the next
-        timer tick, from just after now to one jiffy later."""
+        ``schedule_delayed_work(&delayed_fput_work, 1)``: the list is drained when that
+        timer fires, one to two jiffies later (the timer wheel rounds up)."""
         first = not self.delayed_fput_list
         self.delayed_fput_list.append(file)
         if first:

@@ -7,10 +7,16 @@ with util-linux). The reader is fio (the real one, or the model's ``fio`` progra
 
 The kill point is chosen the same way on both backends: poll ``/proc/PID/fd`` until fio has
 its data file and its ring open (``sched_yield`` between polls, then short sleeps once that
-takes long), then a random number of further polls (``kernel.random()``: in the model a choice
-of the scheduler's stream, so a failure replays), then SIGKILL. In the model fio's I/O takes
-no virtual time, so a fixed sleep would let it run to the end before the kill; polls with
-``sched_yield`` let the scheduler interleave the kill with fio's I/O instead.
+takes long), then sleep a random share (``kernel.random()``: in the model a choice of the
+scheduler's stream, so a failure replays) of the timing parameter ``iouring_kill.kill_delay``,
+then SIGKILL. fio keeps 64 reads in flight for its whole run (30 s on the real kernel; in the
+model its reads take the loop worker's ``loop.service_time`` each), so the kill always lands
+in the middle of its I/O.
+
+When the umount right after the kill fails with EBUSY, the trial measures how long the
+mount stays busy (``ebusy_clear``: from that umount's return to the start of the first
+``umount2`` that succeeds, polling every millisecond) before it reports the failure, on both
+backends: the model's clearing delay stands beside the real kernel's.
 
 ``IouringKill(io_uring="exit-cancel-wait")`` is the same scenario on a kernel whose io_uring
 waits, at exit, for every request and the file references they held (model only: the row
@@ -33,6 +39,8 @@ from loopdev.lab.scenarios.common import (
     remove,
     timed_umount,
 )
+from loopdev.sim.params import KILL_DELAY
+from loopdev.sim.sched import param
 
 FIO = (
     "fio", "--name=reader", "--ioengine=io_uring", "--rw=randread", "--bs=4k",
@@ -43,9 +51,9 @@ FIO = (
 FAST_POLLS = 400
 #: the pause between polls after that (seconds)
 SLOW_POLL = 0.01
-#: at most this many polls after fio is ready, before the kill (drawn uniformly: the kill lands
-#: anywhere in fio's run; on the real kernel 0 to ~100 ms after its ring exists)
-KILL_POLLS = 1500
+#: how often the clearing measurement retries the umount, and for how long at most (seconds)
+CLEAR_POLL = 0.001
+CLEAR_LIMIT = 2.0
 
 
 def _open_files(env: Env, pid: int) -> list[str] | None:
@@ -88,12 +96,30 @@ def wait_ready(env: Env, pid: int, path: str, timeout: float = 5.0) -> bool:
         polls += 1
 
 
-def kill_point(env: Env, pid: int, path: str) -> None:
-    """A random number (from the port's randomness) of further polls while fio runs."""
-    for _ in range(int(env.kernel.random() * KILL_POLLS)):
-        if not _ready(_open_files(env, pid), path):
+def kill_point(env: Env) -> None:
+    """Wait a random share (the port's randomness) of ``iouring_kill.kill_delay`` while fio
+    runs."""
+    env.kernel.sleep(param(KILL_DELAY) * env.kernel.random())
+
+
+def measure_clearing(env: Env, mnt: str) -> None:
+    """After an EBUSY umount: retry ``umount2`` every :data:`CLEAR_POLL` until it succeeds
+    (at most :data:`CLEAR_LIMIT`), and record when the first successful one started."""
+    k = env.kernel
+    t0 = k.monotonic()
+    while True:
+        k.sleep(CLEAR_POLL)
+        t = k.monotonic()
+        if t - t0 > CLEAR_LIMIT:
             return
-        env.kernel.sleep(0)
+        try:
+            k.umount2(mnt)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                continue
+            return
+        env.measure("ebusy_clear", t - t0)
+        return
 
 
 @dataclass
@@ -135,10 +161,15 @@ class IouringKill:
         data = f"{mnt}/data"
         reader = env.start([*FIO, f"--filename={data}"], "fio")
         if wait_ready(env, reader.pid, data):
-            kill_point(env, reader.pid, data)
+            kill_point(env)
         reader.kill(signal.SIGKILL)
         reader.wait(10.0)
-        timed_umount(env, mnt, "umount")
+        try:
+            timed_umount(env, mnt, "umount")
+        except ScenarioFailure as f:
+            if f.kind == "EBUSY":
+                measure_clearing(env, mnt)
+            raise
         if dev.startswith("/dev/"):
             try:
                 fd = k.open(dev, abi.O_RDONLY | abi.O_EXCL)

@@ -7,10 +7,12 @@ What it keeps of fio: the command line (``--name --filename --ioengine --rw=read
 --thread --output``), laying out a missing or short file first, ``iodepth`` requests in flight
 per job, each job its own ring, reaping with ``io_uring_enter(GETEVENTS, min_complete=1)``.
 What it does not: statistics beyond a summary line, other engines, writes. The jobs run in
-the one model task (``--thread``: a SIGKILL ends all of them together). The model's clock only
-moves when every task sleeps, so a ``--time_based`` run is also bounded by
-:data:`TIME_BASED_PASSES` passes over the file; ``--thinktime`` (usec) sleeps between
-batches as fio does.
+the one model task (``--thread``: a SIGKILL ends all of them together). Its start-up and its
+I/O take virtual time (the timing parameters ``fio.exec_time`` and, in the loop driver,
+``loop.service_time``), so a ``--time_based`` job runs until ``--runtime`` like the real
+one; a pass over the file that takes no virtual time at all (page-cache hits) ends the job,
+since the model's clock could never reach the runtime; ``--thinktime`` (usec) sleeps
+between batches as fio does.
 """
 
 from __future__ import annotations
@@ -21,20 +23,16 @@ from dataclasses import dataclass, field
 
 from loopdev import abi
 from loopdev.kernel import Kernel, RunResult
-from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, strerror, strtosize
+from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, spend_cpu, strerror, strtosize
 from loopdev.sim.io_uring import IoRings, Sqe
 from loopdev.sim.kernel import SimKernel
+from loopdev.sim.params import FIO_EXEC_TIME, FIO_EXIT_MM
+from loopdev.sim.sched import param
 
 IORING_OP_READ = 22
 IORING_ENTER_GETEVENTS = 1
 IOSQE_ASYNC = 1 << 4
-#: a time_based job stops after this many passes over its file (the model's clock stands
-#: still while fio is busy)
-TIME_BASED_PASSES = 2
 LAYOUT_CHUNK = 1 << 20
-#: fio's start-up cost, in ``sched_yield`` calls (see :func:`exec_cost`)
-EXEC_YIELDS_MIN = 10
-EXEC_YIELDS_RANGE = 40
 
 
 @dataclass
@@ -136,16 +134,21 @@ class Job:
         self.errors = 0
         self.seq = 0
         self.t0 = kernel.monotonic()
-
-    def limit(self) -> int:
-        passes = TIME_BASED_PASSES if self.spec.time_based else 1
-        return self.blocks * passes
+        self.pass_t0 = self.t0
+        self.stalled = False  # a whole pass took no virtual time
 
     def more(self) -> bool:
         spec = self.spec
-        if spec.time_based and spec.runtime and self.kernel.monotonic() - self.t0 >= spec.runtime:
+        if not spec.time_based:
+            return self.issued < self.blocks
+        now = self.kernel.monotonic()
+        if spec.runtime and now - self.t0 >= spec.runtime:
             return False
-        return self.issued < self.limit()
+        if self.issued and self.issued % self.blocks == 0:
+            if now == self.pass_t0:
+                self.stalled = True
+            self.pass_t0 = now
+        return not self.stalled
 
     def offset(self) -> int:
         if self.spec.rw == "randread":
@@ -196,11 +199,11 @@ class Job:
 
 
 def exec_cost(kernel: SimKernel) -> None:
-    """fio's start-up cost, spent as ``sched_yield`` calls (scheduling points, no virtual
-    time): ``EXEC_YIELDS_MIN`` plus a random share of ``EXEC_YIELDS_RANGE``. Not virtual time
-    as the util-linux programs' :func:`~loopdev.lab.userspace.program.exec_time`: fio's I/O
-    takes no virtual time either, and its kill-during-I/O race relies on that."""
-    kernel.sched_yields(EXEC_YIELDS_MIN + int(EXEC_YIELDS_RANGE * kernel.random()))
+    """fio's start-up until its job opens its file: the timing parameter ``fio.exec_time``
+    of virtual time. Its address space then costs ``fio.exit_mm`` to tear down when it
+    exits (``SimKernel.exit_mm_cost``)."""
+    spend_cpu(kernel, param(FIO_EXEC_TIME))
+    kernel.exit_mm_cost(param(FIO_EXIT_MM))
 
 
 def fio_main(kernel: SimKernel, argv: Sequence[str], stdin: bytes | None = None) -> RunResult:
