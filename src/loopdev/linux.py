@@ -148,6 +148,17 @@ class LinuxProcess:
                 return  # already gone
 
 
+def _pread_direct(fd: int, size: int, offset: int) -> bytes:
+    """``pread`` on an ``O_DIRECT`` file: into a page-aligned buffer (an anonymous mapping),
+    as direct I/O requires; ``size`` is rounded up to whole pages and the result cut back."""
+    import mmap
+
+    length = max(mmap.PAGESIZE, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
+    with mmap.mmap(-1, length) as buf:
+        n = os.preadv(fd, [buf], offset)
+        return bytes(buf[: min(n, size)])
+
+
 class LinuxKernel:
     """The running Linux kernel."""
 
@@ -184,7 +195,12 @@ class LinuxKernel:
         return os.read(fd, size)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
-        return os.pread(fd, size, offset)
+        try:
+            return os.pread(fd, size, offset)
+        except OSError as e:
+            if e.errno != errno.EINVAL or not fcntl.fcntl(fd, fcntl.F_GETFL) & abi.O_DIRECT:
+                raise
+        return _pread_direct(fd, size, offset)
 
     def write(self, fd: int, data: bytes) -> int:
         return os.write(fd, data)
