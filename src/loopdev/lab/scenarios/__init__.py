@@ -31,7 +31,7 @@ def all_scenarios() -> list[Scenario]:
 
 def optional_scenarios() -> list[Scenario]:
     """Scenarios outside the default matrix, run when a lab run names them."""
-    return [LibraryUsers()]
+    return [LibraryUsers(), ResumeChain(detach="clr-fd")]
 
 
 def by_name(name: str) -> Scenario:

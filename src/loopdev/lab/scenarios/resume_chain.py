@@ -17,6 +17,12 @@ dependency chain lockdep sees, whether the programs deadlock and when the device
 the loop driver of the kernel under test; the scenario asserts only what a user sees: every
 program finishes, none fails with an unexpected error, the device is detached afterwards.
 
+``ResumeChain(detach="clr-fd")`` (``resume-chain[clr-fd]``, run when named) tears the device
+down with the ``LOOP_CLR_FD`` ioctl instead (``losetup -d`` by the only opener) and then closes
+it: the other path claim 6's "the async variant keeps the dependency" could mean, since 5.17-rc1
+made only the autoclear teardown asynchronous and ``LOOP_CLR_FD`` still tears down inside the
+ioctl.
+
 Model only: writing /sys/power/resume or freezing a filesystem is not something the lab does
 to the machine it runs on. Needs the model's sendfile, FIFREEZE and /sys/power/resume; without
 them the scenario reports itself unsupported.
@@ -73,9 +79,18 @@ class ResumeChain:
     model_only: bool = True
     #: the chain is the kernel's; which userspace mounts the host image does not matter
     userspaces: tuple[str, ...] = ("loopdev",)
-    name: str = "resume-chain"
-    title: str = "write to a loop device + sendfile(/sys/power/resume) + freeze + resume write"
+    #: how the device goes: "autoclear" (its last close) or "clr-fd" (LOOP_CLR_FD, then close)
+    detach: str = "autoclear"
     source: str = "RESEARCH §3 claim 6 (lockdep report in the 2022 thread)"
+
+    @property
+    def name(self) -> str:
+        return "resume-chain" + ("" if self.detach == "autoclear" else f"[{self.detach}]")
+
+    @property
+    def title(self) -> str:
+        how = "" if self.detach == "autoclear" else "; LOOP_CLR_FD"
+        return f"write to a loop device + sendfile(/sys/power/resume) + freeze + resume write{how}"
 
     def _paths(self, env: Env) -> tuple[str, str, str]:
         host_img, host = env.path("host.img"), env.path("host")
@@ -97,8 +112,9 @@ class ResumeChain:
     def trial(self, env: Env) -> None:
         _img, host, image = self._paths(env)
         k = env.kernel
+        flags = abi.LO_FLAGS_AUTOCLEAR if self.detach == "autoclear" else 0
         try:
-            n, fd = R.attach(k, image, abi.LO_FLAGS_AUTOCLEAR)
+            n, fd = R.attach(k, image, flags)
         except OSError as e:
             _capability(e, "attach")
             raise ScenarioFailure("attach", errno.errorcode.get(e.errno or 0, "?"), str(e)) from e
@@ -122,7 +138,11 @@ class ResumeChain:
         try:
             failures = run_children(env, children, timeout=60.0)
         finally:
-            k.close(fd)  # the last close: autoclear tears the device down
+            try:
+                if self.detach == "clr-fd":
+                    k.ioctl(fd, abi.LOOP_CLR_FD)  # the only opener: torn down in the ioctl
+            finally:
+                k.close(fd)  # the last close: autoclear tears the device down
         for failure in failures:
             raise failure
         if wait_unbound(env, dev, 5.0) is None:

@@ -93,8 +93,11 @@ def setup_chain(k: Kernel, workdir: str = "/tmp", inner_flags: int = 0) -> Chain
 
 
 def backing_writer(k: Kernel, fd: int, offset: int = 4096) -> None:
-    """One block written to the inner loop device (the loop worker writes the backing file)."""
+    """One block written to the inner loop device and synced, so that the loop worker writes
+    the backing file now (a real kernel would otherwise keep the block in the device's page
+    cache until the last close's ``sync_blockdev``, after a LOOP_CLR_FD teardown)."""
     k.pwrite(fd, b"\x5a" * 512, offset)
+    k.fsync(fd)
 
 
 def sendfile_resume(k: Kernel, out_path: str, resume_fd: int | None = None) -> int:
