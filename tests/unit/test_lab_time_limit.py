@@ -4,9 +4,9 @@ are "not run", never a model gap and never a verdict."""
 from __future__ import annotations
 
 from loopdev.lab.cells import COSTLY_BUDGETS, DEFAULT_BUDGET, REFERENCE, LabConfig
+from loopdev.lab.fidelity import compare, not_compared
 from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Outcome, RunRecord
 from loopdev.lab.report import cell_text
-from loopdev.lab.runner import fidelity_gaps, not_compared
 
 EBUSY = Outcome("fail", "umount: EBUSY", "umount: target is busy.")
 
@@ -47,7 +47,7 @@ def test_an_unrun_model_cell_is_no_model_gap() -> None:
         real_key: _cell(real_key, [Outcome("pass")] * 5),
         sim_key: _cell(sim_key, [], planned=40, cut=40),
     }
-    assert fidelity_gaps(cells) == []
+    assert compare(cells) == []
     assert len(not_compared(cells)) == 1 and "time limit" in not_compared(cells)[0]
 
 
@@ -58,7 +58,7 @@ def test_an_outcome_the_model_ran_and_never_reached_is_a_gap() -> None:
         real_key: _cell(real_key, [EBUSY] * 4),
         sim_key: _cell(sim_key, [Outcome("pass")] * 6, planned=40, cut=34),
     }
-    gaps = fidelity_gaps(cells)
+    gaps = [f.line() for f in compare(cells) if f.kind == "unreached"]
     assert len(gaps) == 1
     assert "'fail: umount: EBUSY'" in gaps[0] and "(6 runs, 34 more cut by the time limit)" in gaps[0]
     assert not_compared(cells) == []
@@ -72,4 +72,4 @@ def test_a_model_cell_without_machinery_is_still_reported_as_such() -> None:
         sim_key: _cell(sim_key, [Outcome("unsupported", message="fio is not modelled")]),
     }
     assert cell_text(cells[sim_key]) == "n/a"
-    assert ["could not run it (fio is not modelled)" in g for g in fidelity_gaps(cells)] == [True]
+    assert ["could not run it (fio is not modelled)" in f.detail for f in compare(cells)] == [True]

@@ -23,6 +23,9 @@ DEFAULT_BUDGET = 40
 CHUNK = 20
 #: the model column this kernel is compared with (the fidelity check)
 REFERENCE = "v6.11"
+#: seconds a default lab run with guests may take, everything included (the guests stop in
+#: time for it; the issue's limit is 6 minutes on a 2-core machine)
+TOTAL_TIME_LIMIT = 330.0
 #: default runs per cell of scenarios whose model runs are costly (a run of theirs costs
 #: several times any other scenario's; at DEFAULT_BUDGET they alone would outlast the lab's
 #: time limit; docs/findings.md has the figures). No claim reads these cells. The REFERENCE
@@ -47,6 +50,16 @@ class LabConfig:
     real_scale: float = 1.0
     time_limit: float = 120.0  # seconds for the model part; chunks not started are skipped
     max_steps: int = model.MAX_STEPS
+    #: with ``real``: run every variant's real loop module in QEMU guests (as root, when
+    #: guests can run); ``real`` False runs the model alone
+    vm: bool = True
+    #: seconds the guests may take (None: lab.vmcells.DEFAULT_TIME_LIMIT x real_scale)
+    vm_time_limit: float | None = None
+    #: seconds the whole run may take when guests run: they stop in time for it (None:
+    #: TOTAL_TIME_LIMIT x real_scale)
+    total_time_limit: float | None = None
+    #: users' patches to the 6.1 loop.c, each one more real column: (patch file, label)
+    loop_patches: list[tuple[str, str]] = field(default_factory=list)
 
     def cell_budget(self, key: CellKey) -> int:
         """Runs planned for one model cell: ``budget`` when given, else DEFAULT_BUDGET, fewer

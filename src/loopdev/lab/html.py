@@ -18,10 +18,13 @@ import re
 
 from loopdev.lab import plots
 from loopdev.lab.backends import USERSPACES
+from loopdev.lab.cells import REFERENCE
 from loopdev.lab.diagram import chrome_trace_json, sequence_svg
-from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Example
-from loopdev.lab.report import cell_text, replay_ref, row_label
+from loopdev.lab.outcome import CellKey, CellResult, Example
+from loopdev.lab.replayref import short_handle
+from loopdev.lab.report import SubColumn, replay_ref, row_label, sub_columns, sub_text
 from loopdev.lab.runner import LabResult
+from loopdev.lab.stats import interval_text, percent, wilson
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1500px}
@@ -42,6 +45,11 @@ pre{background:#f7f7f9;padding:8px;overflow:auto;max-height:320px}
 .plots{display:flex;flex-wrap:wrap;gap:18px}
 .small{color:#666;font-size:12px}
 .token{word-break:break-all;font-size:11px}
+td.real{border-left:2px solid #bbb}td.flag{outline:2px solid #8e44ad;outline-offset:-3px}
+td.w200,td.w260,td.w340,td.w420{white-space:normal;text-align:left}
+td.w200{max-width:200px}td.w260{max-width:260px}td.w340{max-width:340px}td.w420{max-width:420px}
+.flagtext{color:#8e44ad}
+.pair{display:flex;gap:12px;flex-wrap:wrap}.pair>div{flex:1 1 480px;min-width:0}
 """
 
 
@@ -57,105 +65,188 @@ def _cls(cell: CellResult | None) -> str:
     return "f" if cell.failures else "z"
 
 
+def _td(result: LabResult, cell: CellResult | None, sub: SubColumn, s: str, u: str) -> str:
+    """One matrix cell: rate, count and 95% interval; a real cell's marks (``!`` flagged by
+    the fidelity check, ``~`` timing-distorted) with the reason in its tooltip."""
+    tip = ""
+    if cell is not None:
+        counts = ", ".join(f"{k}: {n}" for k, n in sorted(cell.counts.items()))
+        tip = f"{cell.runs} runs; {counts}"
+        if cell.unsupported:
+            tip += f"; {cell.unsupported}"
+        if cell.time_limited:
+            tip += f"; {cell.cut} of {cell.planned} planned runs not run (time limit)"
+        if cell.timing_distorted:
+            tip += f"; timing-distorted in the guest: {cell.timing_distorted}"
+        for f in result.findings:
+            if f.real == cell.key:
+                tip += f"; {f.kind}: {f.detail}"
+    col = result.real.get(sub.column) if sub.backend == "vm" else None
+    if cell is None and col is not None and col.unavailable:
+        tip = col.unavailable
+    small = ""
+    if cell is not None and cell.checked:
+        lo, hi = wilson(cell.failures, cell.checked)
+        small = (f'<br><span class="small">{cell.failures}/{cell.checked} '
+                 f"[{percent(lo)}-{percent(hi)}]</span>")  # fmt: skip
+    cls = _cls(cell) + (" real" if sub.backend != "model" else "")
+    if cell is not None and cell.key in {f.real for f in result.findings}:
+        cls += " flag"
+    return (f'<td class="{cls}" title="{_e(tip)}">{_e(sub_text(result, sub, s, u))}'
+            f"{small}</td>")  # fmt: skip
+
+
 def _matrix(result: LabResult) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in result.columns)
+    subs = sub_columns(result)
+    groups: list[tuple[str, int]] = []
+    for sub in subs:
+        if groups and groups[-1][0] == sub.column:
+            groups[-1] = (sub.column, groups[-1][1] + 1)
+        else:
+            groups.append((sub.column, 1))
+    head1 = "".join(f'<th colspan="{n}">{_e(c)}</th>' for c, n in groups)
+    head2 = "".join(f"<th>{_e(sub.head)}</th>" for sub in subs)
     rows: list[str] = []
     for s, u in result.rows:
-        tds = []
-        for c in result.columns:
-            cell = result.cell(s, u, c)
-            tip = ""
-            if cell is not None:
-                counts = ", ".join(f"{k}: {n}" for k, n in sorted(cell.counts.items()))
-                tip = f"{cell.runs} runs; {counts}"
-                if cell.unsupported:
-                    tip += f"; {cell.unsupported}"
-                if cell.time_limited:
-                    tip += f"; {cell.cut} of {cell.planned} planned runs not run (time limit)"
-            tds.append(
-                f'<td class="{_cls(cell)}" title="{_e(tip)}">{_e(cell_text(cell))}'
-                + (
-                    f'<br><span class="small">{cell.failures}/{cell.checked}</span>'
-                    if cell is not None and cell.checked
-                    else ""
-                )
-                + "</td>"
-            )
+        tds = "".join(
+            _td(result, result.cell(s, u, sub.column, sub.backend), sub, s, u) for sub in subs
+        )
         rows.append(
             f'<tr><td class="l"><b>{_e(s)}</b></td><td class="l">{_e(row_label(s, u))}</td>'
-            + "".join(tds)
-            + "</tr>"
+            f"{tds}</tr>"
         )
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in sorted(set(result.distorted.values())))
     return (
-        '<table class="matrix" id="matrix"><tr><th>scenario</th><th>userspace</th>'
-        + head
-        + "</tr>"
+        '<table class="matrix" id="matrix"><tr><th rowspan="2">scenario</th>'
+        f'<th rowspan="2">userspace</th>{head1}</tr><tr>{head2}</tr>'
         + "".join(rows)
         + "</table>"
-        '<p class="small">Cells: failure rate (failed runs / runs with a verdict). '
-        "n/a: the backend lacks what the scenario needs (not yet checkable). "
-        "Hover a cell for its outcome counts.</p>"
+        '<p class="small">Cells: failure rate in % (failed runs / runs with a verdict) and its '
+        "95% Wilson interval. <b>mod</b>: the model; <b>vm</b>: the variant's loop.c built for "
+        "Debian's 6.1 kernel in a QEMU guest (resume-chain on the lockdep kernel); "
+        "<b>host</b>: this machine's kernel, compared with the "
+        f"{REFERENCE} model. <b>!</b>: the fidelity check flags the real cell; <b>~</b>: its "
+        "timing is distorted in the guest; <b>*</b>: cut short by the time limit; n/a: cannot "
+        "run there. Hover a cell for its outcome counts.</p>"
+        + (f'<p class="small">Timing-distorted real cells (~):</p><ul class="small">{reasons}</ul>'
+           if reasons else "")
     )
 
 
 def _claims(result: LabResult) -> str:
+    resting = result.resting_on_findings()
     out = ['<table class="claims" id="claims"><tr><th>#</th><th>claim</th><th>source</th>'
            "<th>should be observed</th><th>verdict</th><th>evidence</th></tr>"]
     for v in result.claims:
         c = v.claim
         cls = "v-" + v.verdict.split()[0]
-        ev = "<br>".join(
-            f"<b>{_e(r.status)}</b>: {_e(r.expect.describe())}: {_e(r.evidence)}"
-            + (
-                f'<br><code class="token">{_e(replay_ref(r.expect.scenario, r.expect.userspace, r.expect.column, r.token))}</code>'
-                if r.token
-                else ""
-            )
-            for r in v.results
-        )
+        parts = []
+        for r in v.results:
+            text = f"<b>{_e(r.status)}</b>: {_e(r.expect.describe())}: {_e(r.evidence)}"
+            real_status = getattr(r, "real_status", "")
+            if real_status:
+                text += (f"<br><i>real</i> <b>{_e(real_status)}</b>: "
+                         f"{_e(getattr(r, 'real_evidence', ''))}")  # fmt: skip
+            if r.token:
+                e = r.expect
+                text += ('<br><code class="token">'
+                         f"{_e(replay_ref(e.scenario, e.userspace, e.column, r.token))}</code>")  # fmt: skip
+            parts.append(text)
+        for f in resting.get(c.number, []):
+            parts.append(f'<span class="flagtext">rests on a flagged cell: {_e(f.line())}</span>')
+        note = getattr(c, "note", "")
+        if note:
+            parts.append(f"<i>{_e(note)}</i>")
         out.append(
-            f'<tr><td>{c.number}</td><td class="l" style="white-space:normal;max-width:340px">'
-            f'{_e(c.text)}</td><td class="l" style="white-space:normal;max-width:200px">'
-            f'{_e(c.source)}</td><td class="l" style="white-space:normal;max-width:260px">'
-            f'{_e(c.observe)}</td><td><span class="verdict {cls}">{_e(v.verdict)}</span></td>'
-            f'<td class="l" style="white-space:normal;text-align:left;max-width:420px">{ev}</td></tr>'
+            f'<tr><td>{c.number}</td><td class="l w340">{_e(c.text)}</td>'
+            f'<td class="l w200">{_e(c.source)}</td><td class="l w260">{_e(c.observe)}</td>'
+            f'<td><span class="verdict {cls}">{_e(v.verdict)}</span></td>'
+            f'<td class="l w420">{"<br>".join(parts)}</td></tr>'
         )
     out.append("</table>")
     return "".join(out)
 
 
+def _fidelity(result: LabResult) -> str:
+    if not result.has_real:
+        return "<p>No real cells in this run (not root, --no-real, or guests cannot run).</p>"
+    if not result.findings:
+        return "<p>Every real cell agrees with the model cell beside it.</p>"
+    rows = []
+    for f in result.findings:
+        m, r = result.cells.get(f.model), result.cells.get(f.real)
+        rows.append(
+            f"<tr><td>{_e(f.kind)}</td><td class='l'>{_e(f.where)}</td>"
+            f"<td>{_e(_interval(m))}</td><td>{_e(_interval(r))}</td>"
+            f"<td class='l w420'>{_e(f.detail)}</td><td class='l w260'>{_e(f.distorted)}</td></tr>"
+        )
+    return (
+        '<table id="fidelity"><tr><th>kind</th><th>cell</th><th>model</th><th>real</th>'
+        "<th>finding</th><th>timing-distorted</th></tr>" + "".join(rows) + "</table>"
+        '<p class="small">unreached: an outcome the real kernel showed that the model never '
+        "reached; disagree: one side never fails while the other fails clearly (its 95% "
+        "interval starts at 10% or more); rates: the 95% intervals do not overlap.</p>"
+    )
+
+
+def _interval(cell: CellResult | None) -> str:
+    if cell is None or not cell.checked:
+        return "-"
+    return interval_text(cell.failures, cell.checked)
+
+
+def _real_columns(result: LabResult) -> str:
+    if not result.real:
+        return ""
+    rows = []
+    for c in result.real.values():
+        guests = "; ".join(
+            f"{g.get('kernel') or '?'}: {g['status']}"
+            + (f" (boot {g['boot_seconds']} s, {g['seconds']} s"
+               + (f", lockdep {g['lockdep']}" if g.get("lockdep") else "") + ")")
+            for g in c.guests
+        )  # fmt: skip
+        what = _e(c.unavailable) if c.unavailable else _e(guests)
+        notes = "<br>".join(_e(n) for n in c.notes[:8])
+        rows.append(f"<tr><td class='l'>{_e(c.column)}</td><td class='l w340'>{_e(c.origin)}</td>"
+                    f"<td class='l w420'>{what}</td><td class='l w420 small'>{notes}</td></tr>")  # fmt: skip
+    return ('<h2>Real columns</h2><table id="real"><tr><th>column</th><th>loop.c</th>'
+            "<th>guests</th><th>notes</th></tr>" + "".join(rows) + "</table>")  # fmt: skip
+
+
 def _plots(result: LabResult) -> str:
     parts: list[str] = []
-    # failure rate per variant, one small chart per row that ran anywhere
     for s, u in result.rows:
-        vals: list[float | None] = []
-        notes: list[str] = []
+        model: list[tuple[int, int] | None] = []
+        real: list[tuple[int, int] | None] = []
         for c in result.columns:
-            cell = result.cell(s, u, c)
-            vals.append(cell.failure_rate if cell is not None and cell.checked else None)
-            notes.append(f"({cell.failures}/{cell.checked})" if cell and cell.checked else "")
-        if all(v is None for v in vals):
+            m = result.cell(s, u, c, "model")
+            r = result.real_cell(s, u, c)
+            model.append((m.failures, m.checked) if m is not None and m.checked else None)
+            real.append((r.failures, r.checked) if r is not None and r.checked else None)
+        if all(v is None for v in model + real):
             continue
-        parts.append(
-            plots.bar_chart(
-                f"failure rate per variant: {s} / {row_label(s, u)}",
-                result.columns,
-                vals,
-                notes=notes,
-            )
-        )
+        title = f"failure rate per variant: {s} / {row_label(s, u)}"
+        if any(v is not None for v in real):
+            parts.append(plots.paired_bars(title, result.columns, model, real))
+        else:
+            parts.append(plots.bar_chart(
+                title, result.columns,
+                [v[0] / v[1] if v else None for v in model],
+                notes=[f"({v[0]}/{v[1]})" if v else "" for v in model],
+            ))  # fmt: skip
     ttff_rows = [
         (f"{k.scenario}/{k.userspace}/{k.column}", [float(g) for g in c.failure_gaps()])
         for k, c in result.cells.items()
-        if c.failure_runs
+        if c.failure_runs and k.backend == "model"
     ]
     ttff = plots.strip_plot(
         "time to first failure (runs until a failure, restarting after each)",
         sorted(ttff_rows),
     )
-    real = [c for k, c in result.cells.items() if k.column == THIS_KERNEL]
-    detach = [v for c in real for v in c.measurements.get("detach_delay", [])]
-    umount = [v for c in real for v in c.measurements.get("umount_latency", [])]
+    host = [c for k, c in result.cells.items() if k.backend == "host"]
+    detach = [v for c in host for v in c.measurements.get("detach_delay", [])]
+    umount = [v for c in host for v in c.measurements.get("umount_latency", [])]
     hists = (
         plots.histogram("this kernel: detach delay after umount returned", detach)
         + plots.histogram("this kernel: umount latency", umount)
@@ -214,12 +305,39 @@ def trace_file_name(key: CellKey, n: int) -> str:
     return f"failure-{_slug(key.scenario)}-{_slug(key.userspace)}-{_slug(key.column)}-{n}.perfetto.json"
 
 
+def _lockdep_pair(real: str, model: str) -> str:
+    """A real lockdep report beside the model's for the same cell: each report's cycle, the
+    task and stack that closed it, and the whole text."""
+    from loopdev.vm.lockdep_report import parse_reports
+
+    def side(title: str, text: str) -> str:
+        reps = parse_reports(text)
+        head = "\n".join(reps[0].summary()) if reps else "(no report parsed)"
+        return (f"<div><h4>{_e(title)}</h4><pre>{_e(head)}</pre><details><summary>the whole "
+                f"report</summary><pre>{_e(text[:8000])}</pre></details></div>")  # fmt: skip
+
+    return ('<div class="pair lockdep">' + side("real kernel (lockdep 6.1)", real)
+            + (side("the model, same cell", model) if model else
+               "<div><h4>the model, same cell</h4><p>no lockdep report in the model</p></div>")
+            + "</div>")  # fmt: skip
+
+
 def failure_section(
-    key: CellKey, ex: Example, count: int, checked: int, *, draw: bool = True, n: int = 0
+    key: CellKey,
+    ex: Example,
+    count: int,
+    checked: int,
+    *,
+    draw: bool = True,
+    n: int = 0,
+    model_lockdep: str = "",
 ) -> str:
-    """One failure (number ``n`` on the page): message, replay token, lockdep report,
-    sequence diagram, trace JSON."""
-    title = f"{key.scenario} / {USERSPACES.get(key.userspace, key.userspace)} / {key.column}: {ex.label}"
+    """One failure (number ``n`` on the page): message, replay handle and token, lockdep
+    report (a real one beside the model's ``model_lockdep`` for the same cell), sequence
+    diagram, trace JSON."""
+    where = {"vm": " (real, guest)", "host": " (real)"}.get(key.backend, "")
+    title = (f"{key.scenario} / {USERSPACES.get(key.userspace, key.userspace)} / "
+             f"{key.column}{where}: {ex.label}")  # fmt: skip
     anchor = f"f-{_slug(str(key) + ex.label)}"
     parts = [
         f'<div class="failure" id="{anchor}">',
@@ -230,8 +348,13 @@ def failure_section(
         parts.append(f"<pre>{_e(ex.message[:4000])}</pre>")
     if ex.token:
         ref = replay_ref(key.scenario, key.userspace, key.column, ex.token)
-        parts.append(f'<p class="small">replay: <code class="token">loopdev lab replay {_e(ref)}</code></p>')
-    if ex.lockdep:
+        handle = f"{key.scenario}/{key.userspace}/{key.column}/{short_handle(ex.token)}"
+        parts.append(f'<p class="small">replay: <code>loopdev lab replay {_e(handle)}</code> '
+                     f'(this version of loopdev) or, with the recorded schedule, '
+                     f'<code class="token">loopdev lab replay {_e(ref)}</code></p>')  # fmt: skip
+    if ex.lockdep and key.backend != "model":
+        parts.append(_lockdep_pair(ex.lockdep, model_lockdep))
+    elif ex.lockdep:
         parts.append(f"<pre>{_e(ex.lockdep[:6000])}</pre>")
     if ex.events and draw:
         svg = sequence_svg(ex.events, title=title)
@@ -259,17 +382,11 @@ def render(result: LabResult) -> str:
     found = result.failures()  # only the first MAX_DRAWN carry diagrams
     failures = [
         failure_section(
-            key, ex, cell.counts.get(ex.label, 0), cell.checked, draw=i < MAX_DRAWN, n=i + 1
+            key, ex, cell.counts.get(ex.label, 0), cell.checked, draw=i < MAX_DRAWN, n=i + 1,
+            model_lockdep=_model_lockdep(result, key),
         )
         for i, (key, cell, ex) in enumerate(found)
-    ]
-    gaps = (
-        "<ul>" + "".join(f"<li>{_e(g)}</li>" for g in result.gaps) + "</ul>"
-        if result.gaps
-        else "<p>Every outcome seen on this kernel was reached in the v6.11 model.</p>"
-        if THIS_KERNEL in result.columns
-        else "<p>This kernel was not run (not root), so there is nothing to compare.</p>"
-    )
+    ]  # fmt: skip
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
     scen = "".join(
         f"<tr><td class='l'>{_e(n)}</td><td class='l'>{_e(t)}</td><td class='l'>{_e(src)}</td></tr>"
@@ -283,9 +400,10 @@ def render(result: LabResult) -> str:
         f"<p class='small'>strategy {_e(cfg.strategy)}, budget {_e(cfg.budget_text())} runs per model cell, "
         f"seed {cfg.seed}, {cfg.workers} workers, {result.seconds:.1f}s.</p>"
         "<h2>Matrix</h2>" + _matrix(result)
-        + "<h2>Claims (RESEARCH §3)</h2>" + _claims(result)
         + "<h2>Plots</h2>" + _plots(result)
-        + "<h2>Model fidelity</h2>" + gaps
+        + "<h2>Claims (the 2022 linux-block thread)</h2>" + _claims(result)
+        + "<h2>Model and real, per variant</h2>" + _fidelity(result)
+        + _real_columns(result)
         + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
         + "<h2>Scenarios</h2><table><tr><th>scenario</th><th>what</th><th>shape of</th></tr>"
         + scen + "</table>"
@@ -293,6 +411,17 @@ def render(result: LabResult) -> str:
         + ("".join(failures) if failures else "<p>No failures found.</p>")
         + "</body></html>"
     )
+
+
+def _model_lockdep(result: LabResult, key: CellKey) -> str:
+    """The model's lockdep report text for a real cell's row and column (first example that
+    has one), for drawing beside the real report."""
+    if key.backend == "model":
+        return ""
+    model = result.cells.get(key.on("model", REFERENCE if key.backend == "host" else None))
+    if model is None:
+        return ""
+    return next((ex.lockdep for ex in model.examples.values() if ex.lockdep), "")
 
 
 def write(result: LabResult, path: str) -> None:

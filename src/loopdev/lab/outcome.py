@@ -125,6 +125,8 @@ class CellResult:
     lockdep: dict[str, int] = field(default_factory=dict)  # runs with a report, by kind
     planned: int = 0  # runs the budget planned (model cells; 0: not planned by a budget)
     cut: int = 0  # planned runs the lab's time limit left out (not run; no verdict either way)
+    #: a real cell whose timing is not hardware's (a guest under emulation), and why
+    timing_distorted: str = ""
 
     @property
     def checked(self) -> int:
@@ -207,6 +209,7 @@ class CellResult:
             "unsupported": self.unsupported,
             "planned": self.planned,
             "cut_by_time_limit": self.cut,
+            "timing_distorted": self.timing_distorted,
             "lockdep_reports": dict(sorted(self.lockdep.items())),
             "examples": [e.to_json(with_events=with_events) for e in self.examples.values()],
             "measurements": {k: v for k, v in sorted(self.measurements.items())},

@@ -10,6 +10,8 @@ import html
 import math
 from collections.abc import Sequence
 
+from loopdev.lab.stats import interval_text, wilson
+
 _FONT = "font:11px system-ui,sans-serif"
 
 
@@ -74,12 +76,76 @@ def bar_chart(
                 f'height="{max(h, 1.5)}" fill="{color}"><title>{_esc(label)}: {shown} '
                 f"{_esc(note)}</title></rect>"
             )
-        lx = x + w / 2
-        ly = top + plot_h + 8
+        out.append(_xlabel(x + w / 2, top + plot_h + 8, label))
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _xlabel(x: float, y: float, label: str) -> str:
+    """A bar's label under the axis, turned 40 degrees."""
+    return f'<text x="{x}" y="{y}" transform="rotate(40 {x} {y})" fill="#333">{_esc(label)}</text>'
+
+
+def _percent_grid(left: int, right: float, top: int, plot_h: int) -> str:
+    """Grid lines and ticks at 0, 50 and 100%."""
+    out = []
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - frac)
         out.append(
-            f'<text x="{lx}" y="{ly}" transform="rotate(40 {lx} {ly})" fill="#333">'
-            f"{_esc(label)}</text>"
+            f'<line x1="{left}" y1="{y}" x2="{right}" y2="{y}" stroke="#ddd"/>'
+            f'<text x="{left - 4}" y="{y + 4}" text-anchor="end" fill="#666">{frac * 100:.0f}%</text>'
         )
+    return "".join(out)
+
+
+def paired_bars(
+    title: str,
+    labels: Sequence[str],
+    model: Sequence[tuple[int, int] | None],
+    real: Sequence[tuple[int, int] | None],
+    *,
+    width: int = 520,
+) -> str:
+    """Per label two bars, the model's failure rate and the real one's, each ``(failures,
+    runs with a verdict)`` or None (not run), with its 95% Wilson interval as a whisker."""
+    n = max(1, len(labels))
+    left, bottom, top, height = 40, 70, 24, 210
+    plot_w, plot_h = width - left - 10, height - top - bottom
+    bw = plot_w / n
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot bars paired" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
+        f'<text x="{left}" y="14" font-weight="bold">{_esc(title)}</text>',
+        f'<text x="{width - 10}" y="14" text-anchor="end" fill="#555">'
+        f'<tspan fill="#c0392b">&#9632;</tspan> model '
+        f'<tspan fill="#e67e22">&#9632;</tspan> real (95% interval)</text>',
+    ]
+    out.append(_percent_grid(left, width - 10, top, plot_h))
+    for i, label in enumerate(labels):
+        for j, (side, fills) in enumerate(
+            ((model, ("#c0392b", "#2e8b57")), (real, ("#e67e22", "#7fb3d5")))
+        ):
+            kn = side[i] if i < len(side) else None
+            x = left + i * bw + bw * (0.1 + 0.4 * j)
+            w = bw * 0.38
+            who = ("model", "real")[j]
+            if kn is None or kn[1] == 0:
+                out.append(
+                    f'<rect x="{x}" y="{top + plot_h - 2}" width="{w}" height="2" fill="#bbb">'
+                    f"<title>{_esc(label)} {who}: not run</title></rect>"
+                )
+                continue
+            k, runs = kn
+            h = max(1.5, plot_h * k / runs)
+            lo, hi = wilson(k, runs)
+            out.append(
+                f'<rect class="bar" x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{w:.1f}" '
+                f'height="{h:.1f}" fill="{fills[0] if k else fills[1]}"><title>{_esc(label)} '
+                f"{who}: {_esc(interval_text(k, runs))}</title></rect>"
+                f'<line x1="{x + w / 2:.1f}" y1="{top + plot_h * (1 - hi):.1f}" '
+                f'x2="{x + w / 2:.1f}" y2="{top + plot_h * (1 - lo):.1f}" stroke="#222"/>'
+            )
+        out.append(_xlabel(left + i * bw + bw * 0.3, top + plot_h + 8, label))
     out.append("</svg>")
     return "".join(out)
 

@@ -99,6 +99,8 @@ class Agent:
         workdir = tempfile.mkdtemp(prefix="loopdev-vm-")
         try:
             for plan in self.job.cells:
+                if self.out_of_time():
+                    break
                 self.lockdep_note(self.kernel_log(), f"before {plan.scenario}/{plan.userspace}")
                 self.run_cell(plan, workdir)
         finally:
@@ -107,6 +109,11 @@ class Agent:
             if self.klog is not None:
                 self.klog.close()
         self.emit("done", uptime=_uptime(), lockdep=_lockdep_state())
+
+    def out_of_time(self) -> bool:
+        """The job's time limit has passed: no more trials (the host counts them as cut)."""
+        limit = self.job.stop_after
+        return limit is not None and _uptime() >= limit
 
     def run_script(self, argv: list[str]) -> None:
         """Run a user's script (``python SCRIPT ARGS...``) under the watchdog's deadline; its
@@ -188,6 +195,8 @@ class Agent:
         # a report printed while the cell was being prepared goes to its first trial
         pending = self.kernel_log()
         for i in range(plan.trials):
+            if self.out_of_time():
+                break
             lockdep_was_on = lockdep_on()
             self.emit("start", **key, i=i, uptime=_uptime())
             self.set_deadline(self.job.trial_timeout)

@@ -45,6 +45,9 @@ class Job:
     #: what ``uname_release()`` answers in the guest: the release of the module's design
     #: (``6.11.0``, ``5.17.0-rc1+taskwork``), as the model kernel answers; None: the real one
     release: str | None = None
+    #: the guest's uptime (seconds) after which the agent starts no more trials (the lab's
+    #: time limit); the trials it leaves out are counted as cut. None: no limit
+    stop_after: float | None = None
     #: instead of cells: run pytest with these arguments (test files are paths on the host's
     #: root); one ``test`` event per test and an ``output`` event with pytest's exit status
     pytest: list[str] = field(default_factory=list)

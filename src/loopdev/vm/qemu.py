@@ -33,6 +33,11 @@ def qemu_binary() -> str:
     return path
 
 
+#: a minimal firmware (Debian's qemu-system-data ships it) that hands over to ``-kernel`` a
+#: second sooner than SeaBIOS under emulation
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+
+
 def command(
     machine: Machine,
     kernel: Path,
@@ -49,6 +54,7 @@ def command(
         "-cpu", "host" if machine.accel == "kvm" else "max",
         "-m", str(machine.memory_mib),
         "-smp", str(machine.vcpus),
+        *(["-bios", str(QBOOT)] if machine.accel == "tcg" and QBOOT.exists() else []),
         "-nodefaults", "-no-user-config", "-no-reboot",
         "-display", "none",
         "-monitor", "none",

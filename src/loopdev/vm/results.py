@@ -8,10 +8,12 @@ are counted as cut."""
 from __future__ import annotations
 
 from loopdev.lab.outcome import CellKey, CellResult, Outcome, RunRecord
+from loopdev.lab.scenarios import by_name
 from loopdev.vm import stacks
 from loopdev.vm.guest import HANG, OK, PANIC, GuestRun
 from loopdev.vm.lockdep_report import reports_by_trial, trial_starts, trial_verdict
 from loopdev.vm.protocol import CellPlan, Job, record_from_json
+from loopdev.vm.userspaces import timing_distortion
 
 
 def unfinished_outcome(run: GuestRun) -> Outcome:
@@ -76,7 +78,23 @@ def fold(
             reports = by_trial.get((key.scenario, key.userspace, index), [])
             cells[key].add(trial_verdict(RunRecord(cells[key].runs, outcome), reports, None))
     for cell in cells.values():
+        cell.timing_distorted = distortion(cell.key)
         if cell.is_unsupported:
             continue
         cell.cut = max(0, cell.planned - cell.runs)
     return cells
+
+
+def distortion(key: CellKey) -> str:
+    """Why a guest cell's timing is not hardware's ('' when it is comparable)."""
+    return timing_distortion(key.scenario, by_name(key.scenario).udev, key.userspace)
+
+
+def not_started(job: Job, column: str, strategy: str) -> dict[CellKey, CellResult]:
+    """The cells of a guest the lab's time limit left unstarted: every planned trial cut."""
+    return {
+        key: CellResult(key, strategy=strategy, planned=plan.trials, cut=plan.trials,
+                        timing_distorted=distortion(key))
+        for plan in job.cells
+        for key in [CellKey(plan.scenario, plan.userspace, column, "vm")]
+    }

@@ -17,6 +17,7 @@ which lockdep reported becomes a ``lockdep`` outcome keyed like the model's
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from loopdev.sim.loop import driver_class
 from loopdev.vm import build, kernels, qemu, results, stacks
 from loopdev.vm.guest import GuestOptions, GuestRun, run_guest
 from loopdev.vm.protocol import CellPlan, Event, Job
-from loopdev.vm.userspaces import USERSPACES, timing_distortion
+from loopdev.vm.userspaces import USERSPACES
 from loopdev.vm.variants import ModuleSource, module_source
 
 #: scenarios a guest runs (iouring-kill's model-only exit-cancel-wait row has no real
@@ -98,14 +99,7 @@ class VariantResult:
     lockdep: bool = False
 
     def to_json(self, *, with_logs: bool = False) -> dict[str, Any]:
-        cells = []
-        for cell in self.cells.values():
-            d = cell.to_json()
-            d["backend"] = "vm"
-            d["timing_distorted"] = timing_distortion(
-                cell.key.scenario, by_name(cell.key.scenario).udev, cell.key.userspace
-            )
-            cells.append(d)
+        cells = [cell.to_json() for cell in self.cells.values()]
         return {
             "column": self.column,
             "variant": self.variant,
@@ -238,50 +232,104 @@ def run_variants(
 ) -> list[VariantResult]:
     """:func:`run_variant` for each variant, up to ``parallel`` guests at once (modules are
     built first, one at a time). Results come back in the order given."""
-    options = options or GuestOptions()
     cells = plan_cells(scenarios, userspaces, trials)
-    kernel = kernels.boot_kernel(options.kernel)
+    requests = [
+        Request(v, cells, label=labels[i] if labels and i < len(labels) else None,
+                options=options or GuestOptions(), guests=guests_per_variant)
+        for i, v in enumerate(variants)
+    ]  # fmt: skip
+    return run_requests(
+        requests, trial_timeout=trial_timeout, parallel=parallel, udevd=udevd,
+        on_event=on_event,
+    )  # fmt: skip
+
+
+@dataclass
+class Request:
+    """One column's guests: a variant's module (or a patch file's) with the cells to run on
+    it (:func:`plan_cells`), booting ``options.kernel``. ``tag`` names its guests in
+    progress events (default: the column), so that two requests for one column on two
+    kernels can be told apart."""
+
+    variant_or_patch: str | Path
+    cells: list[CellPlan]
+    label: str | None = None
+    options: GuestOptions = field(default_factory=GuestOptions)
+    guests: int = 1
+    tag: str | None = None
+    #: seconds each of its guests may run from its start (boot included); the trials left
+    #: then count as cut. None: no limit of its own
+    budget: float | None = None
+
+
+#: a guest is not started when less than this many seconds are left before the deadline
+#: (a boot alone takes 8-16 s under TCG; its cells then count as cut)
+MIN_GUEST_SECONDS = 25.0
+
+
+def run_requests(
+    requests: Sequence[Request],
+    *,
+    trial_timeout: float = 60.0,
+    parallel: int = 2,
+    udevd: bool = True,
+    on_event: OnEvent | None = None,
+    deadline: float | None = None,
+) -> list[VariantResult]:
+    """Run every request's guests, up to ``parallel`` at once, in the order given (modules
+    are built first, one at a time). Requests may boot different kernels. ``deadline`` (a
+    ``time.monotonic()`` value): guests stop starting trials then, a guest that would start
+    with less than :data:`MIN_GUEST_SECONDS` left is not started, and every trial left out
+    counts as cut. Besides the agent's events, ``on_event`` gets ``launch`` (a guest is
+    booting; ``kernel``) and ``exit`` (it is gone; ``status``) for each guest. Results come
+    back in the order of the requests."""
     out: list[VariantResult] = []
-    work: list[tuple[VariantResult, build.BuiltModule, Job]] = []
-    for i, v in enumerate(variants):
-        label = labels[i] if labels and i < len(labels) else None
-        try:
-            src = module_source(v, label)
-        except ValueError as e:  # a design without a module
-            name = str(v)
-            out.append(VariantResult(name, name, name, unavailable=str(e).split(": ", 1)[-1],
-                                     kernel=kernel.name, kernel_release=kernel.release,
-                                     lockdep=kernel.lockdep))  # fmt: skip
-            continue
-        result = VariantResult(src.label, src.variant, src.origin, kernel=kernel.name,
-                               kernel_release=kernel.release, lockdep=kernel.lockdep)  # fmt: skip
+    work: list[tuple[VariantResult, build.BuiltModule, Job, Request]] = []
+    for req in requests:
+        result, module = _prepare_request(req)
         out.append(result)
-        module, why = _prepare(src, kernel)
         if module is None:
-            result.unavailable = why
             continue
-        result.build_seconds = module.seconds
-        release = design_release(src.variant)
-        for chunk in split(cells, guests_per_variant):
+        release = design_release(result.variant)
+        for chunk in split(req.cells, req.guests):
             job = Job(cells=chunk, trial_timeout=trial_timeout, udevd=udevd, release=release)
-            work.append((result, module, job))
+            work.append((result, module, job, req))
     lock = threading.Lock()
 
-    def one(item: tuple[VariantResult, build.BuiltModule, Job]) -> None:
-        result, module, job = item
+    def one(item: tuple[VariantResult, build.BuiltModule, Job, Request]) -> None:
+        result, module, job, req = item
+        options, tag = req.options, req.tag or result.column
         column = result.column
 
         def event(ev: Event) -> None:
             if on_event is not None:
                 with lock:
-                    on_event(column, ev)
+                    on_event(tag, ev)
 
-        run = run_guest(module, job, options, event)
-        if run.boot_seconds is None:  # never came up (a boot hiccup): once more
+        def boot() -> GuestRun | None:
+            job.stop_after = req.budget
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left < MIN_GUEST_SECONDS:
+                    return None
+                job.stop_after = min(left, job.stop_after or left)
+            event(Event("launch", {"kernel": options.kernel}))
+            return run_guest(module, job, options, event)
+
+        run = boot()
+        if run is not None and run.boot_seconds is None:  # never came up (a hiccup): again
             first = f"{run.status}: {run.message}"
-            run = run_guest(module, job, options, event)
+            run = boot() or run
             with lock:
                 result.notes.append(f"a guest did not come up ({first}); booted again")
+        if run is None:
+            folded = results.not_started(job, column, _strategy(options))
+            with lock:
+                result.cells.update(folded)
+                result.notes.append("a guest was not started: the time limit had passed "
+                                    f"({planned_trials(job.cells)} trials cut)")  # fmt: skip
+            event(Event("exit", {"status": "not started"}))
+            return
         notes: list[str] = []
         folded = results.fold(run, job, column, _strategy(options), notes)
         with lock:
@@ -290,6 +338,7 @@ def run_variants(
             result.guests.append(_summary(column, run))
             result.notes.extend(str(e.data.get("text", "")) for e in run.events
                                 if e.kind == "note")  # fmt: skip
+        event(Event("exit", {"status": run.status}))
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = [pool.submit(one, item) for item in work]
@@ -301,11 +350,37 @@ def run_variants(
                 future.cancel()
             qemu.kill_all()
             raise
-    for result in out:
-        order = {(c.scenario, c.userspace): i for i, c in enumerate(cells)}
+    for result, req in zip(out, requests, strict=True):
+        order = {(c.scenario, c.userspace): i for i, c in enumerate(req.cells)}
         result.cells = dict(sorted(result.cells.items(),
                                    key=lambda kv: order.get((kv[0].scenario, kv[0].userspace), 0)))  # fmt: skip
     return out
+
+
+def _prepare_request(req: Request) -> tuple[VariantResult, build.BuiltModule | None]:
+    """The request's result shell and its module (None, with ``unavailable`` set, for a
+    design without a module, a patch that does not apply or a module that does not
+    build)."""
+    kernel = kernels.boot_kernel(req.options.kernel)
+
+    def shell(column: str, variant: str | None, origin: str) -> VariantResult:
+        return VariantResult(column, variant, origin, kernel=kernel.name,
+                             kernel_release=kernel.release, lockdep=kernel.lockdep)  # fmt: skip
+
+    try:
+        src = module_source(req.variant_or_patch, req.label)
+    except ValueError as e:  # a design without a module
+        name = str(req.variant_or_patch)
+        result = shell(name, name, name)
+        result.unavailable = str(e).split(": ", 1)[-1]
+        return result, None
+    result = shell(src.label, src.variant, src.origin)
+    module, why = _prepare(src, kernel)
+    if module is None:
+        result.unavailable = why
+        return result, None
+    result.build_seconds = module.seconds
+    return result, module
 
 
 def planned_trials(cells: list[CellPlan]) -> int:
