@@ -185,3 +185,50 @@ def resting_on(expect_keys: Sequence[CellKey], findings: Iterable[Finding]) -> l
     cells), in the claim's order."""
     index = by_model_cell(findings)
     return [f for key in dict.fromkeys(expect_keys) for f in index.get(key, [])]
+
+
+@dataclass(frozen=True)
+class FlaggedCell:
+    """A real cell with every finding about it."""
+
+    real: CellKey
+    findings: tuple[Finding, ...]
+
+    @property
+    def distorted(self) -> str:
+        return self.findings[0].distorted
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(dict.fromkeys(f.kind for f in self.findings))
+
+    def summary(self, cells: Mapping[CellKey, CellResult]) -> str:
+        """``model 40/40 = 100% [91-100%], real 3/6 = 50% [19-81%]; one side never fails;
+        unreached: 'pass'``."""
+        f0 = self.findings[0]
+        parts: list[str] = []
+        model, real = cells.get(f0.model), cells.get(self.real)
+        if model is not None and real is not None and model.checked and real.checked:
+            parts.append(f"model {interval_text(model.failures, model.checked)}, "
+                         f"real {interval_text(real.failures, real.checked)}")  # fmt: skip
+        if DISAGREE in self.kinds:
+            parts.append("one side never fails")
+        elif RATES in self.kinds:
+            parts.append("intervals apart")
+        unreached = [f.detail.split("'")[1] for f in self.findings if f.kind == UNREACHED]
+        if unreached:
+            parts.append("the model never reached " + ", ".join(f"'{u}'" for u in unreached))
+        parts += [f.detail for f in self.findings if f.kind == NO_MODEL]
+        return "; ".join(parts)
+
+
+def flagged_cells(findings: Iterable[Finding]) -> list[FlaggedCell]:
+    """The findings by real cell: cells whose timing is hardware's first (what the emulator
+    cannot explain), then by their strongest finding."""
+    by_cell: dict[CellKey, list[Finding]] = {}
+    for f in findings:
+        by_cell.setdefault(f.real, []).append(f)
+    out = [FlaggedCell(k, tuple(fs)) for k, fs in by_cell.items()]
+    out.sort(key=lambda c: (bool(c.distorted), min(KINDS.index(k) for k in c.kinds),
+                            c.real.backend != "host", str(c.real)))  # fmt: skip
+    return out

@@ -30,7 +30,7 @@ ROW_SHORT = {"util-linux-2.37": "ul-2.37", "util-linux-2.38": "ul-2.38", "loopde
              "util-linux-2.38-bin": "ul-bin"}  # fmt: skip
 #: findings and failure kinds printed without --verbose
 FINDINGS_SHOWN = 4
-KINDS_SHOWN = 8
+KINDS_SHOWN = 10
 
 
 def cell_text(cell: CellResult | None) -> str:
@@ -168,17 +168,18 @@ def _legend(result: LabResult, subs: Sequence[SubColumn]) -> list[str]:
     if "host" in backends:
         parts.append(f"host: this machine's kernel (compared with the {REFERENCE} model)")
     out = ["; ".join(parts)]
-    marks = "-: not run; cut: time limit; n/a: cannot run there; *: cut short"
+    marks = "-: not run; cut: time limit; n/a: cannot run there"
+    na = [c.column for c in result.real.values() if c.unavailable and c.variant is not None]
+    if na:
+        why = result.real[na[0]].unavailable.split(",", 1)[0].split(" (", 1)[0]
+        marks += f" (real {', '.join(na)}: {why})"
+    marks += "; *: cut short"
     if any(k.backend == "vm" for k in result.cells):
         marks += "; !: model and real disagree (below); ~: timing-distorted in the guest"
     out.append(marks)
     reasons = sorted({_short_reason(r) for r in result.distorted.values()})
     if reasons and any(s.backend == "vm" for s in subs):
         out.append("~ " + "; ".join(reasons))
-    na = [c.column for c in result.real.values() if c.unavailable and c.variant is not None]
-    if na:
-        why = result.real[na[0]].unavailable.split(",", 1)[0].split(" (", 1)[0]
-        out.append(f"n/a real: {', '.join(na)}: {why}")
     return out
 
 
@@ -203,7 +204,7 @@ def claims_text(result: LabResult, *, verbose: bool = True) -> str:
         if flagged:
             kinds: dict[str, list[str]] = {}
             for f in flagged:
-                kinds.setdefault(f.where, []).append(f.kind)
+                kinds.setdefault(_where(f.real), []).append(f.kind)
             cells = "; ".join(f"{w} ({', '.join(dict.fromkeys(k))})" for w, k in kinds.items())
             line += f"  ! rests on: {cells}"
         out.append(line)
@@ -236,23 +237,28 @@ def fidelity_text(result: LabResult, *, verbose: bool = False) -> str:
     fs = result.findings
     if not fs:
         return "fidelity: every real cell agrees with the model beside it (outcomes and rates)"
-    counts = {k: sum(1 for f in fs if f.kind == k) for k in fidelity.KINDS}
-    what = {fidelity.UNREACHED: "outcomes the model never reached",
-            fidelity.DISAGREE: "cells where one side never fails",
-            fidelity.RATES: "rates whose 95% intervals do not overlap",
-            fidelity.NO_MODEL: "cells the model cannot run"}  # fmt: skip
-    summary = ", ".join(f"{n} {what[k]}" for k, n in counts.items() if n)
-    distorted = sum(1 for f in fs if f.distorted)
-    lines = [f"fidelity (each real cell against the model beside it): {summary}"
-             + (f"; {distorted} of them on timing-distorted cells (~)" if distorted else "")]  # fmt: skip
-    shown = fs if verbose else fs[:FINDINGS_SHOWN]
-    for f in shown:
-        mark = " ~" if f.distorted else ""
-        lines.append(f"  {f.kind:<9} {f.where}: {f.detail}{mark}" if not verbose
-                     else f"  {f.kind:<9} {f.line()}")  # fmt: skip
-    if len(shown) < len(fs):
-        lines.append(f"  ... {len(fs) - len(shown)} more (--verbose, --json, --html)")
+    flagged = fidelity.flagged_cells(fs)
+    distorted = sum(1 for c in flagged if c.distorted)
+    real = sum(1 for k, c in result.cells.items() if k.backend != "model" and c.checked)
+    lines = [f"fidelity: {len(flagged)} of {real} real cells differ from the model beside them"
+             + (f" ({distorted} of those timing-distorted, ~)" if distorted else "")
+             + ("; hardware-timed ones first:" if not verbose else ":")]  # fmt: skip
+    shown = flagged if verbose else flagged[:FINDINGS_SHOWN]
+    for c in shown:
+        where = _where(c.real)
+        mark = " ~" if c.distorted else ""
+        lines.append(f"  {where}: {c.summary(result.cells)}{mark}")
+        if verbose and c.distorted:
+            lines.append(f"      ~ {c.distorted}")
+    if len(shown) < len(flagged):
+        lines.append(f"  ... {len(flagged) - len(shown)} more (--verbose, --json, --html)")
     return "\n".join(lines)
+
+
+def _where(key: CellKey) -> str:
+    """``detach-open ul-2.38 5.19`` (``THIS`` for this kernel)."""
+    return (f"{key.scenario} {ROW_SHORT.get(key.userspace, key.userspace)} "
+            f"{SHORT.get(key.column, key.column)}")  # fmt: skip
 
 
 # -- failures ---------------------------------------------------------------------------------
@@ -289,6 +295,7 @@ def failure_kinds(result: LabResult) -> list[FailureKind]:
             (key, cell, ex))  # fmt: skip
     scen_order = {s: i for i, (s, _) in enumerate(result.rows)}
     return sorted(kinds.values(), key=lambda k: (
+        not (k.columns("vm") or k.columns("host")),  # what a real kernel showed first
         not k.label.startswith(("fail", "deadlock")), scen_order.get(k.scenario, 99), k.label))  # fmt: skip
 
 
@@ -312,7 +319,17 @@ def kind_line(kind: FailureKind, name_w: int, label_w: int) -> str:
     if first is not None:
         k, ex = first
         text += f"  {ref_text(k.scenario, k.userspace, k.column, ex.token, short=True)}"
+    elif kind.cells and kind.cells[0][2].message:  # a real kernel's only: what it said
+        text += f"  ({_said(kind.cells[0][2].message)})"
     return text
+
+
+def _said(message: str, width: int = 70) -> str:
+    """A message's first line without the paths in it: ``mount: mount failed: No such
+    device.``"""
+    parts = [p for p in message.splitlines()[0].split(": ") if not p.startswith("/")]
+    text = ": ".join(parts)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def lockdep_pair_lines(kind: FailureKind, result: LabResult) -> list[str]:
@@ -406,7 +423,7 @@ def summary_text(result: LabResult, *, verbose: bool = False) -> str:
     if verbose and result.has_real:
         parts += ["", real_cells_text(result)]
     guests = guests_line(result)
-    if guests:
+    if guests and "all ok" not in guests:
         parts.append(guests)
     for n in result.notes:
         parts.append(f"note: {n}")
@@ -446,7 +463,8 @@ def run_line(result: LabResult) -> str:
     if host:
         real.append(f"{host} trials on this kernel")
     if vm:
-        real.append(f"{vm} in {result.guests} guests")
+        ok = all(g["status"] == "ok" for c in result.real.values() for g in c.guests)
+        real.append(f"{vm} in {result.guests} guests" + (" (all ok)" if ok else ""))
     phases = ", ".join(f"{k} {v:.0f}s" for k, v in result.phases.items() if v >= 0.5)
     return (
         f"{runs} model runs" + (f", {' and '.join(real)}" if real else "")

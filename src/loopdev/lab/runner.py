@@ -219,7 +219,6 @@ def _guests(
     limit = cfg.vm_time_limit or vmcells.DEFAULT_TIME_LIMIT * cfg.real_scale
     total = cfg.total_time_limit or TOTAL_TIME_LIMIT * cfg.real_scale
     deadline = min(now + limit, t0 + total)
-    vmcells.share_time(requests, deadline - now)
     if progress is not None:
         booting = [r for r in requests if vmcells.has_module(r)]
         progress.phase("guests", sum(

@@ -44,6 +44,7 @@ COSTS: dict[str, Cost] = {
     "parallel-attach": Cost(3, 0.3, 1.0),
     "iouring-kill": Cost(2, 1.4, 0.4),
     "resume-chain": Cost(2, 0.25, 0.5),
+    "resume-chain[clr-fd]": Cost(2, 0.25, 0.5),
 }
 #: seconds from starting QEMU to the agent's first trial and from its last to QEMU's exit
 BOOT_SECONDS = {"debian": 16.0, "lockdep": 9.0}
@@ -51,10 +52,10 @@ BOOT_SECONDS = {"debian": 16.0, "lockdep": 9.0}
 #: the deadline cuts the costly ones
 CELL_ORDER = (
     "mount-loop+udev", "mount-loop", "nested-umount", "detach-open", "nested-umount+udev",
-    "parallel-attach", "iouring-kill", "resume-chain",
+    "parallel-attach", "iouring-kill", "resume-chain", "resume-chain[clr-fd]",
 )  # fmt: skip
 #: scenarios that run on the lockdep kernel (when it is built; else nowhere)
-LOCKDEP_SCENARIOS = frozenset({"resume-chain"})
+LOCKDEP_SCENARIOS = frozenset({"resume-chain", "resume-chain[clr-fd]"})
 #: seconds the guests may take in a default lab run (two at once)
 DEFAULT_TIME_LIMIT = 230.0
 #: a guest's boot in the progress bar's units (trials): it takes as long as ~10-50 trials
@@ -153,16 +154,7 @@ def estimate(request: Request) -> float:
     return total
 
 
-def share_time(requests: Sequence[Request], seconds: float, parallel: int = 2) -> None:
-    """Give each request's guest its share of ``seconds`` on ``parallel`` slots, in
-    proportion to its estimate, so that a slower machine cuts every column a little (the
-    costly cells at the end of each guest) instead of leaving the last columns unrun."""
-    booting = [r for r in requests if has_module(r)]
-    total = sum(estimate(r) for r in booting)
-    if total <= 0:
-        return
-    for r in booting:
-        r.budget = seconds * parallel * estimate(r) / total
+
 
 
 def plan_requests(
@@ -175,8 +167,8 @@ def plan_requests(
     lockdep: bool = True,
 ) -> tuple[list[Request], list[str]]:
     """The guests' requests (:class:`loopdev.vm.run.Request`) for the lab's real columns, and
-    notes on what was left out. Debian-kernel guests come first (longest first), the
-    lockdep kernel's after them, so that two guests at once finish together."""
+    notes on what was left out. The lockdep kernel's short guests come first, Debian's
+    after them; each gets its share of the time left when it starts."""
     notes: list[str] = []
     names = guest_scenarios(scenarios)
     rows = guest_rows(userspaces)
@@ -190,15 +182,20 @@ def plan_requests(
     columns: list[tuple[str | Path, str | None]] = [(v, None) for v in variants]
     columns += [(p.path, p.label) for p in patches]
     requests: list[Request] = []
-    for kernel, chosen in (("debian", debian_s), ("lockdep", lockdep_s)):
+    # lockdep reports once per boot: each lockdep scenario gets guests of its own; they are
+    # short and first, so that the time limit never leaves them out
+    groups = [("lockdep", [s]) for s in lockdep_s] + [("debian", debian_s)]
+    for kernel, chosen in groups:
         cells = plan_cells(chosen, rows, trials) if chosen and rows else []
         cells = [c for c in cells if _runs_with(c.scenario, c.userspace)]
         if not cells:
             continue
         for v, label in columns:
             name = label or str(v)
-            requests.append(Request(v, cells, label=label, options=GuestOptions(kernel=kernel),
-                                    tag=f"{name} ({kernel})" if kernel != "debian" else name))  # fmt: skip
+            tag = name if kernel == "debian" else f"{name} ({kernel}: {chosen[0]})"
+            req = Request(v, cells, label=label, options=GuestOptions(kernel=kernel), tag=tag)
+            req.estimate = estimate(req)
+            requests.append(req)
     return requests, notes
 
 

@@ -17,7 +17,6 @@ which lockdep reported becomes a ``lockdep`` outcome keyed like the model's
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from loopdev.sim.loop import driver_class
 from loopdev.vm import build, kernels, qemu, results, stacks
 from loopdev.vm.guest import GuestOptions, GuestRun, run_guest
 from loopdev.vm.protocol import CellPlan, Event, Job
+from loopdev.vm.timeshare import TimeShare
 from loopdev.vm.userspaces import USERSPACES
 from loopdev.vm.variants import ModuleSource, module_source
 
@@ -39,7 +39,7 @@ from loopdev.vm.variants import ModuleSource, module_source
 #: a guest's own kernel may have done to it, and gives a lockdep verdict on kernel="lockdep"
 GUEST_SCENARIOS = (
     "mount-loop+udev", "mount-loop", "nested-umount", "nested-umount+udev", "iouring-kill",
-    "detach-open", "parallel-attach", "resume-chain",
+    "detach-open", "parallel-attach", "resume-chain", "resume-chain[clr-fd]",
 )  # fmt: skip
 
 #: a progress callback: (column, event) for every event of every guest
@@ -257,14 +257,9 @@ class Request:
     options: GuestOptions = field(default_factory=GuestOptions)
     guests: int = 1
     tag: str | None = None
-    #: seconds each of its guests may run from its start (boot included); the trials left
-    #: then count as cut. None: no limit of its own
-    budget: float | None = None
-
-
-#: a guest is not started when less than this many seconds are left before the deadline
-#: (a boot alone takes 8-16 s under TCG; its cells then count as cut)
-MIN_GUEST_SECONDS = 25.0
+    #: seconds its guests should take together (boot included): under a deadline, each
+    #: guest's share of the time left follows it (:class:`~loopdev.vm.timeshare.TimeShare`)
+    estimate: float = 60.0
 
 
 def run_requests(
@@ -278,8 +273,9 @@ def run_requests(
 ) -> list[VariantResult]:
     """Run every request's guests, up to ``parallel`` at once, in the order given (modules
     are built first, one at a time). Requests may boot different kernels. ``deadline`` (a
-    ``time.monotonic()`` value): guests stop starting trials then, a guest that would start
-    with less than :data:`MIN_GUEST_SECONDS` left is not started, and every trial left out
+    ``time.monotonic()`` value): each guest gets its share of the time left when it starts
+    (:class:`~loopdev.vm.timeshare.TimeShare`, by the requests' estimates) and starts no trial
+    after it, a guest that would start too late is not started, and every trial left out
     counts as cut. Besides the agent's events, ``on_event`` gets ``launch`` (a guest is
     booting; ``kernel``) and ``exit`` (it is gone; ``status``) for each guest. Results come
     back in the order of the requests."""
@@ -291,15 +287,30 @@ def run_requests(
         if module is None:
             continue
         release = design_release(result.variant)
-        for chunk in split(req.cells, req.guests):
+        chunks = split(req.cells, req.guests)
+        for chunk in chunks:
             job = Job(cells=chunk, trial_timeout=trial_timeout, udevd=udevd, release=release)
             work.append((result, module, job, req))
     lock = threading.Lock()
+    share = None
+    if deadline is not None:
+        share = TimeShare(deadline, parallel, [
+            r.estimate / len(split(r.cells, r.guests)) for _, _, _, r in work
+        ])  # fmt: skip
+    index = {id(item[2]): i for i, item in enumerate(work)}
 
     def one(item: tuple[VariantResult, build.BuiltModule, Job, Request]) -> None:
         result, module, job, req = item
         options, tag = req.options, req.tag or result.column
         column = result.column
+        try:
+            guest(result, module, job, options, tag, column)
+        finally:
+            if share is not None:
+                share.finish(index[id(job)])
+
+    def guest(result: VariantResult, module: build.BuiltModule, job: Job,
+              options: GuestOptions, tag: str, column: str) -> None:  # fmt: skip
 
         def event(ev: Event) -> None:
             if on_event is not None:
@@ -307,12 +318,11 @@ def run_requests(
                     on_event(tag, ev)
 
         def boot() -> GuestRun | None:
-            job.stop_after = req.budget
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left < MIN_GUEST_SECONDS:
+            if share is not None:
+                budget = share.start(index[id(job)])
+                if budget is None:
                     return None
-                job.stop_after = min(left, job.stop_after or left)
+                job.stop_after = budget
             event(Event("launch", {"kernel": options.kernel}))
             return run_guest(module, job, options, event)
 
