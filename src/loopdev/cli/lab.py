@@ -81,6 +81,8 @@ def add_parser(subparsers: Any) -> None:
                    help="the model alone: no real kernel (neither guests nor this machine's)")  # fmt: skip
     p.add_argument("--no-vm", action="store_true",
                    help="no guests for the variants (this machine's kernel still runs as root)")  # fmt: skip
+    p.add_argument("--no-host", action="store_true",
+                   help="not this machine's kernel (the guests still run as root)")  # fmt: skip
     p.add_argument(
         "--real-scale", type=float, default=1.0,
         help="scale every real cell's trials (guests and this kernel) and the guests' time "
@@ -119,6 +121,7 @@ def _config(args: argparse.Namespace) -> LabConfig:
         workers=args.workers,
         real=not args.no_real,
         vm=not args.no_vm,
+        host=not args.no_host,
         real_scale=args.real_scale,
         time_limit=args.time_limit,
         vm_time_limit=args.vm_time_limit,

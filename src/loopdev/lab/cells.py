@@ -53,6 +53,8 @@ class LabConfig:
     #: with ``real``: run every variant's real loop module in QEMU guests (as root, when
     #: guests can run); ``real`` False runs the model alone
     vm: bool = True
+    #: with ``real``: run the scenarios on this machine's kernel (as root)
+    host: bool = True
     #: seconds the guests may take (None: lab.vmcells.DEFAULT_TIME_LIMIT x real_scale)
     vm_time_limit: float | None = None
     #: seconds the whole run may take when guests run: they stop in time for it (None:

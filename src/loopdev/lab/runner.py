@@ -164,7 +164,7 @@ def _host_column(
     races' timing (docs/findings.md has an example)."""
     from loopdev.lab import realkernel
 
-    if not cfg.real:
+    if not (cfg.real and cfg.host):
         return {}
     why = realkernel.unavailable()
     if why is not None:
