@@ -1,20 +1,26 @@
-"""``loopdev vm``: real loop-driver designs in virtual machines.
+"""loopdev vm: real loop-driver designs in virtual machines.
 
-* ``loopdev vm check`` — what the guests need, what is installed and cached, and why not.
-* ``loopdev vm variants`` — the designs, the upstream commit or mail each module ports.
-* ``loopdev vm build [VARIANT...] [--patch FILE [--label NAME]]`` — build loop.ko modules.
-* ``loopdev vm build-kernel --lockdep`` — build the lockdep guest kernel (once per machine).
-* ``loopdev vm run --variant V --scenario S [--userspace U] [--trials N]`` — run lab
-  scenarios on real modules in guests, with a progress bar; ``--json`` for machines;
-  ``--kernel lockdep`` boots the lockdep kernel, whose reports become trial outcomes.
-* ``loopdev vm script --variant V FILE [ARG...]`` — run your own Python reproducer in a guest
-  (the host's root is the guest's, read-only; /tmp is the guest's own).
-* ``loopdev vm test [--variant V] TESTFILE...`` — run real-kernel test modules (pytest) in a
-  guest, e.g. the partition tests this host's kernel cannot run.
+  loopdev vm check          what the guests need, what is installed and cached, and why not
+  loopdev vm variants       the designs, the upstream commit or mail each module ports
+  loopdev vm build [VARIANT...] [--patch FILE [--label NAME]]
+                            build loop.ko modules
+  loopdev vm build-kernel --lockdep
+                            build the lockdep guest kernel (once per machine)
+  loopdev vm run --variant V --scenario S [--userspace U] [--trials N]
+                            run lab scenarios on real modules in guests, with a progress bar;
+                            --json for machines; --kernel lockdep boots the lockdep kernel,
+                            whose reports become trial outcomes
+  loopdev vm script --variant V FILE [ARG...]
+                            run your own Python reproducer in a guest (the host's root is the
+                            guest's, read-only; /tmp is the guest's own)
+  loopdev vm test [--variant V] TESTFILE...
+                            run real-kernel test modules (pytest) in a guest, e.g. the
+                            partition tests this host's kernel cannot run
 
-Guests boot Debian 12's 6.1 kernel (``--kernel debian``, the default) or the lockdep kernel
-(``--kernel lockdep``) under QEMU; each variant's loop.ko is built against the kernel it runs
-under. docs/vm.md and docs/lockdep-kernel.md say more.
+Guests boot Debian 12's 6.1 kernel (--kernel debian, the default) or the lockdep kernel
+(--kernel lockdep) under QEMU; each variant's loop.ko is built against the kernel it runs
+under. docs/vm.md and docs/lockdep-kernel.md say more; loopdev lab runs every design in
+guests beside the model (docs/lab.md).
 """
 
 from __future__ import annotations
