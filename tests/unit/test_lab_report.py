@@ -201,3 +201,19 @@ def test_the_default_output_fits_in_about_60_lines() -> None:
     lines = text.splitlines()
     assert len(lines) <= 62, "\n".join(lines)
     assert max(len(line) for line in lines) < 240
+
+
+def test_without_root_the_report_says_why_real_kernels_did_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    cfg = LabConfig(scenarios=["mount-loop"], variants=["v5.17-rc1"], userspaces=["loopdev"],
+                    budget=2, workers=1)  # fmt: skip
+    result = run_lab(cfg)
+    assert not result.has_real and not result.real
+    text = report.summary_text(result)
+    assert "note: this kernel: not run (needs root)" in text
+    assert "note: real loop modules in guests: not run (needs root" in text
+    assert "fidelity: no real cells in this run" in text

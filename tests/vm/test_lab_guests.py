@@ -6,11 +6,16 @@ every --json cell says where it ran."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from conftest import DATA
+
+from loopdev.cli.main import main
 from loopdev.lab import report
 from loopdev.lab.cells import LabConfig
 from loopdev.lab.runner import LabResult, run_lab, to_json
+from loopdev.vm.cache import cache_dir
 from loopdev.vm.kbuild import find_lockdep_kernel
 
 pytestmark = pytest.mark.usefixtures("guests_available", "nothing_left")
@@ -58,3 +63,23 @@ def test_a_real_lockdep_report_is_drawn_beside_the_models(result: LabResult) -> 
     assert "lockdep" in result.real["v5.16"].kernels
     text = report.failures_text(result)
     assert "5.16 model: " in text and "real:  " in text and "&disk->open_mutex" in text
+
+
+def test_a_loop_patch_that_does_not_apply_or_build_stops_the_lab_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cached = sorted(cache_dir("loop", "modules").rglob("loop.ko"))
+    assert main(["lab", "--loop-patch", str(DATA / "does-not-apply.patch"), "--label", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "does not apply to Debian's loop.c: hunk #1 @@ -1753,6 +1753,8 @@" in err
+    broken = tmp_path / "broken.patch"
+    broken.write_text(
+        "--- a/drivers/block/loop.c\n+++ b/drivers/block/loop.c\n"
+        "@@ -1747,6 +1747,7 @@\n \n static void lo_release(struct gendisk *disk, fmode_t mode)\n"
+        " {\n+\tlo_release_was_renamed(disk);\n \tstruct loop_device *lo = disk->private_data;\n"
+        " \n \tif (disk_openers(disk) > 0)\n"
+    )  # fmt: skip
+    assert main(["lab", "--loop-patch", str(broken), "--no-vm"]) == 2
+    err = capsys.readouterr().err
+    assert "loop.ko does not build" in err and "lo_release_was_renamed" in err
+    assert sorted(cache_dir("loop", "modules").rglob("loop.ko")) == cached  # nothing left
