@@ -10,6 +10,9 @@
                          SCENARIO/USERSPACE/VARIANT/HANDLE (random:0, pct:1d3, as printed) or
                          .../TOKEN (the full replay token of --json and the HTML);
                          --svg and --perfetto write its diagram and trace JSON
+  loopdev lab sweep PARAM=LO..HI[:STEPS]
+                         model cells across a timing parameter (rcu.grace_period=0..20ms:5),
+                         with --scenario, --variant, --userspace, --budget, --json
 
 docs/lab.md explains the variants, the claims, the scenarios and how to read a report.
 """
@@ -44,8 +47,10 @@ def add_parser(subparsers: Any) -> None:
         "  loopdev lab replay mount-loop/util-linux-2.37/v5.17-rc1/random:0 --svg d.svg",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("action", nargs="?", choices=("run", "claims", "replay"), default="run")
-    p.add_argument("token", nargs="?", help="for replay: SCENARIO/USERSPACE/VARIANT/HANDLE")
+    p.add_argument("action", nargs="?", choices=("run", "claims", "replay", "sweep"),
+                   default="run")  # fmt: skip
+    p.add_argument("token", nargs="?", help="for replay: SCENARIO/USERSPACE/VARIANT/HANDLE; "
+                   "for sweep: PARAM=LO..HI[:STEPS]")  # fmt: skip
     p.add_argument(
         "--budget", type=int, default=None,
         help=f"runs per model cell (default: {DEFAULT_BUDGET}, fewer in costly scenarios' "
@@ -162,6 +167,13 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``loopdev lab``."""
     if args.action == "replay":
         return _replay(args)
+    if args.action == "sweep":
+        from loopdev.lab import sweep
+
+        if not args.token:
+            print("loopdev: lab sweep needs PARAM=LO..HI[:STEPS]", file=sys.stderr)
+            return 2
+        return sweep.run_from_args(args, args.token)
     if args.label and not args.loop_patch:
         print("loopdev: lab: --label names a --loop-patch column", file=sys.stderr)
         return 2
