@@ -45,6 +45,8 @@ pre{background:#f7f7f9;padding:8px;overflow:auto;max-height:320px}
 .plots{display:flex;flex-wrap:wrap;gap:18px}
 .small{color:#666;font-size:12px}
 .token{word-break:break-all;font-size:11px}
+.scroll{overflow-x:auto}table.matrix td{padding:2px 4px;white-space:nowrap}table.matrix td.l{white-space:normal;max-width:220px}
+table.matrix .small{font-size:10px}
 td.real{border-left:2px solid #bbb}td.flag{outline:2px solid #8e44ad;outline-offset:-3px}
 td.w200,td.w260,td.w340,td.w420{white-space:normal;text-align:left}
 td.w200{max-width:200px}td.w260{max-width:260px}td.w340{max-width:340px}td.w420{max-width:420px}
@@ -107,20 +109,21 @@ def _matrix(result: LabResult) -> str:
     head1 = "".join(f'<th colspan="{n}">{_e(c)}</th>' for c, n in groups)
     head2 = "".join(f"<th>{_e(sub.head)}</th>" for sub in subs)
     rows: list[str] = []
+    span = {s: sum(1 for r, _ in result.rows if r == s) for s, _ in result.rows}
+    prev = ""
     for s, u in result.rows:
         tds = "".join(
             _td(result, result.cell(s, u, sub.column, sub.backend), sub, s, u) for sub in subs
         )
-        rows.append(
-            f'<tr><td class="l"><b>{_e(s)}</b></td><td class="l">{_e(row_label(s, u))}</td>'
-            f"{tds}</tr>"
-        )
+        head = "" if s == prev else f'<td class="l" rowspan="{span[s]}"><b>{_e(s)}</b></td>'
+        prev = s
+        rows.append(f'<tr>{head}<td class="l">{_e(row_label(s, u))}</td>{tds}</tr>')
     reasons = "".join(f"<li>{_e(r)}</li>" for r in sorted(set(result.distorted.values())))
     return (
-        '<table class="matrix" id="matrix"><tr><th rowspan="2">scenario</th>'
+        '<div class="scroll"><table class="matrix" id="matrix"><tr><th rowspan="2">scenario</th>'
         f'<th rowspan="2">userspace</th>{head1}</tr><tr>{head2}</tr>'
         + "".join(rows)
-        + "</table>"
+        + "</table></div>"
         '<p class="small">Cells: failure rate in % (failed runs / runs with a verdict) and its '
         "95% Wilson interval. <b>mod</b>: the model; <b>vm</b>: the variant's loop.c built for "
         "Debian's 6.1 kernel in a QEMU guest (resume-chain on the lockdep kernel); "
@@ -312,7 +315,14 @@ def _lockdep_pair(real: str, model: str) -> str:
 
     def side(title: str, text: str) -> str:
         reps = parse_reports(text)
-        head = "\n".join(reps[0].summary()) if reps else "(no report parsed)"
+        head = "(no report parsed)"
+        if reps:
+            r = reps[0]
+            cycle = [f"   {c}" if i else f"#0 {c}" for i, c in enumerate(r.classes)]
+            closing = "\n   <- ".join(r.closing_stack()[:6]) or r.call_function
+            head = "\n".join([r.title, "the cycle, each taken while holding the one above:",
+                              *cycle, f"closed by {r.thread or '?'} in {closing}",
+                              f"holding {', '.join(r.held)}" if r.held else ""])  # fmt: skip
         return (f"<div><h4>{_e(title)}</h4><pre>{_e(head)}</pre><details><summary>the whole "
                 f"report</summary><pre>{_e(text[:8000])}</pre></details></div>")  # fmt: skip
 
