@@ -28,6 +28,7 @@ _MESSAGES: tuple[tuple[str, str], ...] = (
     (r"unable to read|I/O error|Input/output error", "EIO"),
     (r"already mounted or mount point busy|Device or resource busy", "EBUSY"),
     (r"No such device or address", "ENXIO"),
+    (r"No such device\b", "ENODEV"),
     (r"wrong fs type|bad superblock", "EINVAL"),
     (r"not mounted", "EINVAL"),
     (r"No such file or directory|does not exist", "ENOENT"),
