@@ -72,6 +72,11 @@ def test_claim_1_mount_loop_fails_on_v5_17_rc1_with_util_linux_2_37(
     claims: list[VariantResult], scenario: str
 ) -> None:
     rc1 = _cell(claims, "v5.17-rc1", scenario, "util-linux-2.37")
+    if scenario.endswith("+udev") and not rc1.counts.get("fail: mount: EIO"):
+        # with udevd the rate follows the host's load (a timing-distorted cell: about half
+        # the trials in lab runs, once 0 of 10 in a CI run): one more guest decides
+        again = run_variants(["v5.17-rc1"], [scenario], ["util-linux-2.37"], 10)
+        rc1 = _cell(again, "v5.17-rc1", scenario, "util-linux-2.37")
     assert rc1.counts.get("fail: mount: EIO", 0) >= 1, rc1.counts
     assert "can't read superblock" in rc1.examples["fail: mount: EIO"].message
     assert _cell(claims, "v6.11", scenario, "util-linux-2.37").failures == 0
