@@ -40,7 +40,9 @@ from loopdev.lab.scenarios.common import (
 )
 
 
-def _open_and_read(env: Env, dev: str, verify: bool) -> None:
+def open_and_read(env: Env, dev: str, verify: bool) -> None:
+    """Open the device (the verifier plainly, the prober with O_DIRECT), read its first block;
+    a clean refusal passes, a read that fails after the open (or verify) succeeded does not."""
     k = env.kernel
     try:
         fd = k.open(dev, abi.O_RDONLY if verify else abi.O_RDONLY | abi.O_DIRECT)
@@ -77,14 +79,14 @@ PROBES = 8
 PROBE_GAP = 0.002
 
 
-def _probe(env: Env, dev: str, times: int = PROBES) -> None:
+def probe(env: Env, dev: str, times: int = PROBES) -> None:
     """Open and read (``O_DIRECT``) repeatedly, as a scanner in a loop does, a random pause of
     up to :data:`PROBE_GAP` between two probes."""
     k = env.kernel
     for i in range(times):
         if i:
             k.sleep(PROBE_GAP * k.random())
-        _open_and_read(env, dev, verify=False)
+        open_and_read(env, dev, verify=False)
 
 
 @dataclass
@@ -108,8 +110,8 @@ class DetachOpen:
         image = env.path("detach.img")
         dev = env.userspace.attach(image, step="attach")
         children = {
-            "prober": lambda: _probe(env, dev),
-            "verifier": lambda: _open_and_read(env, dev, verify=True),
+            "prober": lambda: probe(env, dev),
+            "verifier": lambda: open_and_read(env, dev, verify=True),
             "detacher": lambda: env.userspace.detach(dev, step="detach"),
         }
         for failure in run_children(env, children):
