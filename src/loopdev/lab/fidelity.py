@@ -83,8 +83,8 @@ def model_key(real: CellKey) -> CellKey | None:
 
 def comparable_label(label: str) -> str:
     """What reachability compares: the label, except that a lockdep report counts by its
-    kind (the real kernel names lock classes by instance, ``sb_writers#7``; the model by
-    filesystem; and their cycles differ in length, docs/lockdep-kernel.md) and a deadlock
+    kind (the real kernel names lock classes by instance, ``sb_writers#7``, the model by
+    filesystem, ``sb_writers#ext4``: docs/findings.md, claim 6) and a deadlock
     as one (the model names the wait-for cycle, a guest says ``hang``)."""
     if label.startswith("lockdep:"):
         return label.split(" (", 1)[0]
