@@ -98,7 +98,7 @@ def _count_color(rows: list[bytes], rgb: tuple[int, int, int], tol: int = 12) ->
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = LabConfig(
-        scenarios=["mount-loop+udev", "nested-umount"],
+        scenarios=["mount-loop+udev", "nested-umount", "iouring-kill"],
         variants=["v5.17-rc1", "v6.11"],
         userspaces=["util-linux-2.37", "loopdev"],
         budget=40,
@@ -141,6 +141,12 @@ def test_chromium_renders_matrix_plots_and_a_sequence_diagram(
     assert 'id="matrix"' in page and page.count("<tr>") > 3
     assert len(re.findall(r'<svg[^>]*class="plot bars"', page)) >= 1
     assert re.search(r'<svg[^>]*class="plot strip"', page)
+    # iouring-kill's clearing delays: a plot with a dot per measured run, and its table
+    dist = re.search(r'<div class="dist" id="dist-ebusy-clear-iouring-kill-util-linux-2-37"'
+                     r'.*?<svg[^>]*class="plot dist".*?</svg>(.*?)</div>', page, re.S)  # fmt: skip
+    assert dist, "no clearing-delay distribution in the report"
+    assert "model v6.11" in dist.group(1) and "median ms" in dist.group(1)
+    assert len(re.findall(r'<circle class="dot"[^>]*fill="#c0392b"', dist.group(0))) >= 10
     assert re.search(r'<svg[^>]*class="seq"', page), "no sequence diagram in the report"
     assert "Chrome/Perfetto trace JSON" in page
 

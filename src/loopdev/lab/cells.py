@@ -55,6 +55,9 @@ class LabConfig:
     vm: bool = True
     #: with ``real``: run the scenarios on this machine's kernel (as root)
     host: bool = True
+    #: take the machine-wide real-kernel lock for this kernel's column (False: the caller
+    #: holds it already, as a test session does)
+    host_lock: bool = True
     #: seconds the guests may take (None: lab.vmcells.DEFAULT_TIME_LIMIT x real_scale)
     vm_time_limit: float | None = None
     #: seconds the whole run may take when guests run: they stop in time for it (None:

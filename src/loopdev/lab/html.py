@@ -15,16 +15,17 @@ import base64
 import gzip
 import html
 import re
+from dataclasses import dataclass
 
 from loopdev.lab import plots
 from loopdev.lab.backends import USERSPACES
 from loopdev.lab.cells import REFERENCE
 from loopdev.lab.diagram import chrome_trace_json, sequence_svg
-from loopdev.lab.outcome import CellKey, CellResult, Example
+from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Example
 from loopdev.lab.replayref import short_handle
 from loopdev.lab.report import SubColumn, replay_ref, row_label, sub_columns, sub_text
 from loopdev.lab.runner import LabResult
-from loopdev.lab.stats import interval_text, percent, wilson
+from loopdev.lab.stats import interval_text, percent, spread, wilson
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1500px}
@@ -258,7 +259,94 @@ def _plots(result: LabResult) -> str:
         '<div class="plots" id="rates">' + "".join(parts) + "</div>"
         '<h3>Time to first failure</h3><div id="ttff">' + ttff + "</div>"
         '<h3>Real kernel latencies</h3><div class="plots" id="latency">' + hists + "</div>"
+        + _distributions(result)
     )
+
+
+#: measurements drawn as distributions, the model's beside the real kernel's: name -> (title,
+#: what the scenario measures)
+DISTRIBUTIONS: dict[str, tuple[str, str]] = {
+    "ebusy_clear": (
+        "clearing delay after EBUSY",
+        "from the EBUSY umount's return to the start of the first umount2 that succeeds "
+        "(retried every millisecond)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DistRow:
+    """One cell's samples of a measurement, as drawn."""
+
+    label: str
+    kind: str  # model, real or distorted
+    cell: CellResult
+    samples: list[float]
+
+
+def distribution_rows(result: LabResult, scenario: str, userspace: str, name: str) -> list[DistRow]:
+    """The cells of one row that ran, with their samples of ``name``: the reference model
+    and this kernel first (the pair the fidelity check compares), then every other column's
+    model and guest. Empty when no cell of the row has a sample."""
+    rows: list[DistRow] = []
+
+    def add(cell: CellResult | None, label: str, kind: str) -> None:
+        if cell is not None and cell.checked:
+            rows.append(DistRow(label, kind, cell, list(cell.measurements.get(name, []))))
+
+    host = result.cell(scenario, userspace, THIS_KERNEL, "host")
+    columns = [c for c in result.columns if c != THIS_KERNEL]
+    if host is not None and REFERENCE in columns:
+        columns.remove(REFERENCE)
+        columns.insert(0, REFERENCE)
+    for i, column in enumerate(columns):
+        add(result.cell(scenario, userspace, column, "model"), f"model {column}", "model")
+        if i == 0:
+            add(host, "real: this kernel", "real")
+        vm = result.cell(scenario, userspace, column, "vm")
+        if vm is not None:
+            guest = "guest, timing-distorted" if vm.timing_distorted else "guest"
+            add(vm, f"real {column} ({guest})", "distorted" if vm.timing_distorted else "real")
+    if host is not None and not columns:
+        add(host, "real: this kernel", "real")
+    return rows if any(r.samples for r in rows) else []
+
+
+def _distributions(result: LabResult) -> str:
+    """Per scenario row and measurement of :data:`DISTRIBUTIONS`: the plot and a table of n,
+    median, percentiles and range per cell."""
+    parts: list[str] = []
+    for s, u in result.rows:
+        for name, (title, what) in DISTRIBUTIONS.items():
+            rows = distribution_rows(result, s, u, name)
+            if not rows:
+                continue
+            head = f"{title}: {s} / {row_label(s, u)}"
+            plot = plots.distributions(head, [(r.label, r.samples, r.kind) for r in rows])
+            trs = []
+            for r in rows:
+                sp = spread(r.samples)
+                ms = [] if sp is None else [sp.median, sp.p10, sp.p90, sp.low, sp.high]
+                m = [f"{v * 1000:.3g}" for v in ms] or ["-"] * 5
+                trs.append(
+                    f'<tr class="{_e(r.kind)}"><td class="l">{_e(r.label)}</td>'
+                    f"<td>{r.cell.checked}</td><td>{len(r.samples)}</td><td>{m[0]}</td>"
+                    f"<td>{m[1]}-{m[2]}</td><td>{m[3]}-{m[4]}</td>"
+                    f'<td class="l w260 small">{_e(r.cell.timing_distorted)}</td></tr>'
+                )
+            parts.append(
+                f'<div class="dist" id="dist-{_slug(f"{name}-{s}-{u}")}" data-measure="{name}">'
+                f"{plot}<table><tr><th>cell</th><th>runs</th><th>n (measured)</th>"
+                "<th>median ms</th><th>p10-p90 ms</th><th>range ms</th><th>timing-distorted"
+                "</th></tr>" + "".join(trs) + "</table>"
+                f'<p class="small">{_e(title)}: {_e(what)}. The model\'s times are virtual (its '
+                "clock), the real kernel's wall-clock; a guest's run under emulation (TCG, "
+                "~50x slower) and are not hardware's.</p></div>"
+            )
+    if not parts:
+        return ""
+    return ('<h3>Measured delays, model beside real</h3><div id="distributions">'
+            + "".join(parts) + "</div>")  # fmt: skip
 
 
 def _slug(text: str) -> str:

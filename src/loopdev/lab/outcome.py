@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopdev.lab.stats import spread
+
 #: Outcome kinds. ``fail`` is a user-visible failure of an operation, ``deadlock`` no task can
 #: run (model) or a hang (real kernel), ``lockdep`` a circular locking dependency was reported,
 #: ``unsupported`` the backend lacks a capability the scenario needs (it is not a verdict),
@@ -213,4 +215,9 @@ class CellResult:
             "lockdep_reports": dict(sorted(self.lockdep.items())),
             "examples": [e.to_json(with_events=with_events) for e in self.examples.values()],
             "measurements": {k: v for k, v in sorted(self.measurements.items())},
+            "measurement_spread": {
+                k: sp.to_json()
+                for k, v in sorted(self.measurements.items())
+                if (sp := spread(v)) is not None
+            },
         }

@@ -1,4 +1,5 @@
-"""Small inline-SVG plots for the HTML report: bars, histograms and strip plots.
+"""Small inline-SVG plots for the HTML report: bars, histograms, strip plots and measured
+distributions side by side.
 
 No JavaScript and no external assets: every plot is one ``<svg>`` element with ``<title>``
 tooltips on its marks.
@@ -10,7 +11,7 @@ import html
 import math
 from collections.abc import Sequence
 
-from loopdev.lab.stats import interval_text, wilson
+from loopdev.lab.stats import interval_text, spread, wilson
 
 _FONT = "font:11px system-ui,sans-serif"
 
@@ -258,6 +259,107 @@ def strip_plot(
         v *= 10
     out.append(
         f'<text x="{width - right}" y="{axis_y + 24}" text-anchor="end" fill="#555">{unit} '
+        f"(log)</text></svg>"
+    )
+    return "".join(out)
+
+
+#: the colours of :func:`distributions`' rows, by kind
+_KIND_FILL = {"model": "#c0392b", "real": "#e67e22", "distorted": "#999999"}
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks from below ``lo`` to above ``hi`` (both > 0)."""
+    ticks: list[float] = []
+    e = math.floor(math.log10(lo))
+    while True:
+        for m in (1, 2, 5):
+            t = m * 10.0**e
+            if t > hi * 2:
+                return ticks
+            if t >= lo / 2:
+                ticks.append(t)
+        e += 1
+
+
+def distributions(
+    title: str,
+    rows: Sequence[tuple[str, Sequence[float], str]],
+    *,
+    unit: str = "ms",
+    scale: float = 1000.0,
+    width: int = 760,
+) -> str:
+    """One row per ``(label, samples in seconds, kind)`` on a shared log axis in ``unit``: a
+    dot per sample, a bar from the 10th to the 90th percentile and a tick at the median.
+    ``kind`` colours the row: ``model``, ``real`` or ``distorted`` (a real cell whose timing
+    is not hardware's, grey). A row without samples says so."""
+    left, right, top, row_h = 250, 20, 30, 24
+    height = top + row_h * max(1, len(rows)) + 34
+    plot_w = width - left - right
+    allv = [v * scale for _, vs, _ in rows for v in vs if v > 0]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot dist" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
+        f'<text x="4" y="14" font-weight="bold">{_esc(title)}</text>',
+        f'<text x="{width - right}" y="14" text-anchor="end" fill="#555">'
+        f'<tspan fill="{_KIND_FILL["model"]}">&#9679;</tspan> model '
+        f'<tspan fill="{_KIND_FILL["real"]}">&#9679;</tspan> real '
+        f'<tspan fill="{_KIND_FILL["distorted"]}">&#9679;</tspan> real, timing-distorted; '
+        f"bar: 10th-90th percentile; tick: median</text>",
+    ]
+    if not allv:
+        out.append(f'<text x="{left}" y="{top + 12}" fill="#888">no samples</text></svg>')
+        return "".join(out)
+    ticks = _log_ticks(min(allv), max(allv))
+    llo, lhi = math.log10(ticks[0]), math.log10(ticks[-1])
+
+    def xpos(v: float) -> float:
+        v = max(v, ticks[0])
+        return left + plot_w * (math.log10(v) - llo) / (lhi - llo) if lhi > llo else left
+
+    axis_y = top + row_h * len(rows) + 4
+    out.append(
+        f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#333"/>'
+    )
+    for t in ticks:
+        out.append(
+            f'<line x1="{xpos(t):.1f}" y1="{top}" x2="{xpos(t):.1f}" y2="{axis_y}" '
+            f'stroke="#eee"/><text x="{xpos(t):.1f}" y="{axis_y + 14}" '
+            f'text-anchor="middle" fill="#555">{t:g}</text>'
+        )
+    for i, (label, vs, kind) in enumerate(rows):
+        y = top + i * row_h + row_h / 2
+        fill = _KIND_FILL.get(kind, "#3b6fb6")
+        sp = spread(vs)
+        out.append(
+            f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{_esc(label)}</text>'
+            f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" stroke="#f4f4f4"/>'
+        )
+        if sp is None:
+            out.append(f'<text x="{left + 4}" y="{y + 4}" fill="#888">no samples</text>')
+            continue
+        out.append(
+            f'<rect class="spread" x="{xpos(sp.p10 * scale):.1f}" y="{y - 4}" '
+            f'width="{max(1.0, xpos(sp.p90 * scale) - xpos(sp.p10 * scale)):.1f}" height="8" '
+            f'fill="{fill}" opacity="0.25"><title>{_esc(label)}: {_esc(sp.text(scale, unit))}'
+            f"</title></rect>"
+        )
+        for j, v in enumerate(vs):
+            dy = ((j * 7) % 9 - 4) * 1.2  # a fixed jitter, so equal values stay visible
+            out.append(
+                f'<circle class="dot" cx="{xpos(v * scale):.1f}" cy="{y + dy:.1f}" r="2.5" '
+                f'fill="{fill}" opacity="0.6"><title>{_esc(label)}: {v * scale:.3g} {unit}'
+                f"</title></circle>"
+            )
+        med = xpos(sp.median * scale)
+        out.append(
+            f'<line class="median" x1="{med:.1f}" y1="{y - 9}" x2="{med:.1f}" y2="{y + 9}" '
+            f'stroke="#222" stroke-width="2"><title>{_esc(label)}: median '
+            f"{sp.median * scale:.3g} {unit}</title></line>"
+        )
+    out.append(
+        f'<text x="{width - right}" y="{axis_y + 28}" text-anchor="end" fill="#555">{unit} '
         f"(log)</text></svg>"
     )
     return "".join(out)

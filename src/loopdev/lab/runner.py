@@ -188,7 +188,7 @@ def _host_column(
             progress.advance(1, f"{key.scenario} / {key.userspace}")
 
     plan = realkernel.RealPlan(scenarios, real_rows, trials)
-    got, real_notes = realkernel.run_real(plan, on_trial=on_trial)
+    got, real_notes = realkernel.run_real(plan, on_trial=on_trial, take_lock=cfg.host_lock)
     notes.extend(real_notes)
     return got
 
