@@ -16,6 +16,7 @@ from loopdev.lab.userspace.mount import (
     mount_syscall_message,
     parse_mount_args,
     parse_umount_args,
+    setup_error,
     setup_error_message,
     umount_syscall_message,
 )
@@ -65,6 +66,10 @@ def test_mount_messages_are_libmounts() -> None:
     assert setup_error_message(-MNT_ERR_LOOPDEV, "/i") == "failed to setup loop device for /i"
     assert setup_error_message(-MNT_ERR_LOOPOVERLAP, "/i").startswith("overlapping loop device")
     assert setup_error_message(-errno.ENOENT, "/i") == "mount failed: No such file or directory"
+    # mnt_context_get_mount_excode before mount(2): -EPERM has its own text, EINVAL is usage
+    assert setup_error(-errno.EPERM, "/i") == (1, "operation permitted for root only")
+    assert setup_error(-errno.EINVAL, "/i") == (1, "mount failed: Invalid argument")
+    assert setup_error(-errno.ENODEV, "/i") == (32, "mount failed: No such device")
 
 
 def test_umount_args_and_messages() -> None:
@@ -80,6 +85,7 @@ def test_util_linux_versions() -> None:
     old, new = UtilLinuxVersion.of("2.37"), UtilLinuxVersion.of("2.38.1")
     assert not old.reuse_verifies_fd and not old.overlap_errors_skip
     assert new.reuse_verifies_fd and new.overlap_errors_skip
+    assert not old.sysfs_errors_translated and new.sysfs_errors_translated
 
 
 @pytest.mark.parametrize("fstype", images.FSTYPES)

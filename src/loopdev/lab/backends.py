@@ -33,7 +33,8 @@ _MESSAGES: tuple[tuple[str, str], ...] = (
     (r"not mounted", "EINVAL"),
     (r"No such file or directory|does not exist", "ENOENT"),
     (r"failed to set ?up loop device|cannot find an unused loop device", "ELOOPSETUP"),
-    (r"Permission denied|Operation not permitted|must be superuser", "EPERM"),
+    (r"Permission denied|Operation not permitted|must be superuser|permitted for root only",
+     "EPERM"),
 )
 
 

@@ -9,6 +9,12 @@ commit:
 * ``overlap_errors_skip`` — 562990b5520e "loopdev: Do not treat errors when detecting overlap
   as fatal" (2.38): a device whose properties cannot be read while scanning is skipped.
 * ``configure_fallback_enosys`` — 2.38 also falls back from LOOP_CONFIGURE on ENOSYS.
+* ``sysfs_errors_translated`` — fb4b6b115 "loopdev: Properly translate errors from
+  ul_path_read_*()" (Jan Kara, 2.38): a sysfs attribute that cannot be read makes
+  ``loopcxt_get_offset``/``_sizelimit`` return -EINVAL. Before, they returned
+  ``ul_path_read_u64``'s -1 as it was, which libmount reads as -EPERM ("confusing EPERM
+  errors", the commit says): mount(8) 2.37 whose overlap scan loses its device's sysfs
+  attributes to a teardown prints "operation permitted for root only" and exits with 1.
 
 Before 2.38 the reuse decision came from sysfs (and a LOOP_GET_STATUS64 whose failure only
 sent the scan to the sysfs backing file name), and the device found was then used as it was.
@@ -36,13 +42,14 @@ class UtilLinuxVersion:
     reuse_verifies_fd: bool
     overlap_errors_skip: bool
     configure_fallback_enosys: bool
+    sysfs_errors_translated: bool = True
 
     @classmethod
     def of(cls, version: str) -> UtilLinuxVersion:
         """``"2.37"`` (before Jan Kara's fixes) or ``"2.38"`` (and later)."""
         parts = tuple(int(p) for p in version.split(".")[:2])
         fixed = parts >= (2, 38)
-        return cls(version, fixed, fixed, fixed)
+        return cls(version, fixed, fixed, fixed, fixed)
 
 
 @dataclass
@@ -76,7 +83,11 @@ def setup_loopdev(
     else allocate (LOOP_CTL_GET_FREE) and configure one with AUTOCLEAR. The returned fd must
     stay open until mount(2) is done ("otherwise it will be auto-cleared by kernel")."""
     lo_flags = abi.LO_FLAGS_READ_ONLY if readonly else 0
-    lc = LoopCxt(kernel, overlap_errors_skip=ul.overlap_errors_skip)
+    lc = LoopCxt(
+        kernel,
+        overlap_errors_skip=ul.overlap_errors_skip,
+        sysfs_errors_translated=ul.sysfs_errors_translated,
+    )
     try:
         found = lc.find_overlap(backing_file, offset, sizelimit).kind
     except LoopError as e:

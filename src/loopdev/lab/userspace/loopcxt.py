@@ -13,7 +13,10 @@ calls matters for races with an autoclear teardown:
 * moving the iterator to the next device closes the previous device's fd.
 
 ``overlap_errors_skip`` is util-linux 562990b5520e (2.38): errors while scanning for an overlap
-skip that device instead of failing the scan.
+skip that device instead of failing the scan. ``sysfs_errors_translated`` is fb4b6b115 (2.38):
+an offset or sizelimit that sysfs cannot give is -EINVAL; before, it was ``ul_path_read_u64``'s
+-1, i.e. -EPERM, whatever open(2) or read(2) said (on a real kernel: ENOENT once the ``loop``
+attribute group is gone, ENODEV from kernfs while ``sysfs_remove_group`` deactivates it).
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ class Overlap:
 class LoopCxt:
     """``struct loopdev_cxt`` with the functions libmount's loop setup calls."""
 
-    def __init__(self, kernel: Kernel, *, overlap_errors_skip: bool) -> None:
+    def __init__(
+        self, kernel: Kernel, *, overlap_errors_skip: bool, sysfs_errors_translated: bool = True
+    ) -> None:
         self.k = kernel
         self.overlap_errors_skip = overlap_errors_skip
+        self.sysfs_errors_translated = sysfs_errors_translated
         self.device = ""
         self.fd = -1
         self.mode = abi.O_RDONLY
@@ -131,11 +137,17 @@ class LoopCxt:
         return raw.decode("utf-8", "surrogateescape").rstrip("\n")
 
     def _sysfs_u64(self, attr: str) -> int:
-        text = self._sysfs(attr)
+        """``ul_path_read_u64`` as ``loopcxt_get_offset``/``_sizelimit`` return it: any failure
+        is -EINVAL (2.38) or ul_path_read_u64's untranslated -1, i.e. -EPERM (2.37)."""
+        code = errno.EINVAL if self.sysfs_errors_translated else errno.EPERM
+        try:
+            text = self._sysfs(attr)
+        except LoopError as e:
+            raise LoopError(code, e.where) from e
         try:
             return int(text)
         except ValueError as e:
-            raise LoopError(errno.EINVAL, f"parse {attr}") from e
+            raise LoopError(code, f"parse {attr}") from e
 
     def get_offset(self) -> int:
         """``loopcxt_get_offset`` (sysfs only: NOIOCTL)."""

@@ -29,6 +29,7 @@ from loopdev.lab.userspace.libmount import (
 from loopdev.lab.userspace.loopcxt import loopdev_delete
 from loopdev.lab.userspace.program import (
     MNT_EX_FAIL,
+    MNT_EX_SYSERR,
     MNT_EX_USAGE,
     fail,
     ok,
@@ -165,13 +166,26 @@ def mount_syscall_message(err: int, source: str, fstype: str, flags: int) -> str
     return f"mount(2) system call failed: {strerror(err)}"
 
 
+def setup_error(rc: int, source: str) -> tuple[int, str]:
+    """libmount's exit status and text for a loop setup that failed before mount(2)
+    (``mnt_context_get_mount_excode``, no syscall called): rc is -errno or -MNT_ERR_*."""
+    if rc == -errno.EPERM:
+        return MNT_EX_USAGE, "operation permitted for root only"
+    if rc == -errno.EBUSY:
+        return MNT_EX_USAGE, f"{source} is already mounted"
+    if rc == -MNT_ERR_LOOPDEV:
+        return MNT_EX_FAIL, f"failed to setup loop device for {source}"
+    if rc == -MNT_ERR_LOOPOVERLAP:
+        return MNT_EX_FAIL, f"overlapping loop device exists for {source}"
+    # mnt_context_get_generic_excode: "mount failed: %m"
+    err = -rc
+    status = {errno.EINVAL: MNT_EX_USAGE, errno.ENOMEM: MNT_EX_SYSERR}.get(err, MNT_EX_FAIL)
+    return status, f"mount failed: {strerror(err)}"
+
+
 def setup_error_message(rc: int, source: str) -> str:
     """libmount's text for a failed loop setup (-MNT_ERR_* or -errno)."""
-    if rc == -MNT_ERR_LOOPDEV:
-        return f"failed to setup loop device for {source}"
-    if rc == -MNT_ERR_LOOPOVERLAP:
-        return f"overlapping loop device exists for {source}"
-    return f"mount failed: {strerror(-rc)}"
+    return setup_error(rc, source)[1]
 
 
 def blkid_fstype(kernel: Kernel, device: str) -> str | None:
@@ -260,7 +274,8 @@ def mount_main(kernel: Kernel, argv: Sequence[str], ul: UtilLinuxVersion) -> Run
             kernel, ul, backing, readonly=a.readonly, offset=a.offset, sizelimit=a.sizelimit
         )
     except SetupError as e:
-        return fail(MNT_EX_FAIL, f"mount: {target}: {setup_error_message(e.rc, backing)}.")
+        status, message = setup_error(e.rc, backing)
+        return fail(status, f"mount: {target}: {message}.")
     flags = a.flags | (abi.MS_RDONLY if lo.readonly else 0)
     err, t = _do_mount(kernel, lo.device, a, flags)
     # mnt_context_clear_loopdev: on failure delete the device (close, LOOP_CLR_FD), else close

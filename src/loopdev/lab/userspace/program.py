@@ -17,6 +17,7 @@ Program = Callable[[Kernel, Sequence[str]], RunResult]
 EX_OK = 0
 EX_FAILURE = 1
 MNT_EX_USAGE = 1
+MNT_EX_SYSERR = 2
 MNT_EX_FAIL = 32
 
 
