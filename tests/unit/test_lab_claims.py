@@ -154,3 +154,24 @@ def test_a_verdict_that_flips_inside_a_measured_range_is_timing_dependent() -> N
     assert f"holds at {RCU_GRACE_PERIOD} = {hi:g}" in v.results[0].timing
     outside = {RCU_GRACE_PERIOD: [(lo / 10, {key: passes}), (hi, {key: fails})]}
     assert not judge(CLAIM, base, outside).timing_dependent  # flips only outside the range
+
+
+def test_a_distorted_real_cell_disagrees_without_deciding() -> None:
+    model = {
+        CellKey("ml+udev", "ul", "v"): _cell(CellKey("ml+udev", "ul", "v"), [EIO, EIO]),
+        CellKey("ml", "ul", "v"): _cell(CellKey("ml", "ul", "v"), [PASS]),
+    }
+    real = _cell(REAL, [PASS, PASS, PASS])
+    real.timing_distorted = "udevd runs emulated"
+    v = judge(CLAIM, {**model, REAL: real})
+    assert v.verdict == REPRODUCED  # the emulator's timing cannot contradict the claim
+    assert v.disagreement and v.disagreement_distorted
+    assert v.disagreement_text() == "the real cell disagrees, timing-distorted"
+    assert v.results[0].real_distorted == "udevd runs emulated"
+    hardware = _cell(REAL, [PASS, PASS, PASS])  # the same outcomes with hardware's timing
+    w = judge(CLAIM, {**model, REAL: hardware})
+    assert w.verdict == NOT_REPRODUCED
+    assert w.disagreement and not w.disagreement_distorted
+    assert w.disagreement_text() == "the real cell disagrees"
+    agree = judge(CLAIM, {**model, REAL: _cell(REAL, [EIO])})
+    assert not agree.disagreement and agree.disagreement_text() == ""

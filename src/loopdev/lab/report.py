@@ -199,13 +199,16 @@ def claims_text(result: LabResult, *, verbose: bool = True) -> str:
         c = v.claim
         flagged = resting.get(c.number, [])
         text = c.text if verbose else _first_sentence(c.text, 64 if flagged else 100)
-        both = "; the real cell disagrees" if getattr(v, "disagreement", False) else ""
-        line = f"claim {c.number}: [{v.verdict}{both}] {text}"
+        both = v.disagreement_text()
+        line = f"claim {c.number}: [{v.verdict}{'; ' + both if both else ''}] {text}"
         if flagged:
             kinds: dict[str, list[str]] = {}
+            marks: dict[str, str] = {}
             for f in flagged:
                 kinds.setdefault(_where(f.real), []).append(f.kind)
-            cells = "; ".join(f"{w} ({', '.join(dict.fromkeys(k))})" for w, k in kinds.items())
+                marks[_where(f.real)] = " ~" if f.distorted else ""
+            cells = "; ".join(f"{w} ({', '.join(dict.fromkeys(k))}){marks[w]}"
+                              for w, k in kinds.items())  # fmt: skip
             line += f"  ! rests on: {cells}"
         out.append(line)
         if verbose:

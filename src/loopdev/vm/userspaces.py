@@ -39,15 +39,24 @@ TIMING_DISTORTED = frozenset({"util-linux-2.38-bin"})
 _REAL_PROGRAMS = {"iouring-kill": "fio runs as a real process, ~50x slower under TCG"}
 
 
+#: why a cell with a real udevd is not timed as on hardware (measured with ftrace on lo_open
+#: and lo_release in a taskwork guest, 1 vCPU, host load ~1.5; docs/findings.md, claim 3)
+UDEV_DISTORTION = (
+    "udevd and the programs run emulated while the RCU grace period keeps real time "
+    "(udevd's last close 3-44 ms after losetup returns, the model's 0-5 ms; mount(8)'s loop "
+    "scan 5-24 ms after it starts, the model's 1-3 ms)"
+)
+
+
 def timing_distortion(scenario: str, scenario_udev: bool, row: str) -> str:
     """Why a guest cell's timing is not hardware's ('' when it is comparable): every step a
-    fresh process (the -bin row), a real udevd, whose probes run ~50x slower under emulation
-    and so hold the device open far longer than on hardware, or a real background program."""
+    fresh process (the -bin row), a real udevd beside programs that run emulated while the
+    teardown's RCU grace period keeps real time, or a real background program."""
     why = []
     if row in TIMING_DISTORTED:
         why.append("a process start per step (~50x slower under TCG)")
     if scenario_udev:
-        why.append("udevd's probes run ~50x slower under TCG and hold the device longer")
+        why.append(UDEV_DISTORTION)
     if scenario in _REAL_PROGRAMS:
         why.append(_REAL_PROGRAMS[scenario])
     return "; ".join(why)
