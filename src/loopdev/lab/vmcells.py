@@ -40,6 +40,7 @@ COSTS: dict[str, Cost] = {
     "mount-loop": Cost(10, 0.05, 0.2),
     "nested-umount": Cost(6, 0.15, 1.2),
     "detach-open": Cost(8, 0.15, 0.2),
+    "detach-open[held]": Cost(4, 0.1, 0.2),
     "nested-umount+udev": Cost(6, 0.25, 1.6),
     "parallel-attach": Cost(3, 0.3, 1.0),
     "iouring-kill": Cost(2, 1.4, 0.4),
@@ -52,7 +53,7 @@ BOOT_SECONDS = {"debian": 16.0, "lockdep": 9.0}
 #: the deadline cuts the costly ones
 CELL_ORDER = (
     "mount-loop+udev", "mount-loop", "nested-umount", "detach-open", "nested-umount+udev",
-    "parallel-attach", "iouring-kill", "resume-chain", "resume-chain[clr-fd]",
+    "parallel-attach", "iouring-kill", "resume-chain", "resume-chain[clr-fd]", "detach-open[held]",
 )  # fmt: skip
 #: scenarios that run on the lockdep kernel (when it is built; else nowhere)
 LOCKDEP_SCENARIOS = frozenset({"resume-chain", "resume-chain[clr-fd]"})

@@ -39,7 +39,7 @@ from loopdev.vm.variants import ModuleSource, module_source
 #: a guest's own kernel may have done to it, and gives a lockdep verdict on kernel="lockdep"
 GUEST_SCENARIOS = (
     "mount-loop+udev", "mount-loop", "nested-umount", "nested-umount+udev", "iouring-kill",
-    "detach-open", "parallel-attach", "resume-chain", "resume-chain[clr-fd]",
+    "detach-open", "parallel-attach", "resume-chain", "resume-chain[clr-fd]", "detach-open[held]",
 )  # fmt: skip
 
 #: a progress callback: (column, event) for every event of every guest

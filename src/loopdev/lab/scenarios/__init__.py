@@ -5,7 +5,7 @@ when named, ``loopdev lab --scenario NAME``)."""
 from __future__ import annotations
 
 from loopdev.lab.scenarios.base import Scenario
-from loopdev.lab.scenarios.detach_open import DetachOpen
+from loopdev.lab.scenarios.detach_open import DetachOpen, DetachOpenHeld
 from loopdev.lab.scenarios.iouring_kill import IouringKill
 from loopdev.lab.scenarios.library_users import LibraryUsers
 from loopdev.lab.scenarios.mount_loop import MountLoop
@@ -31,7 +31,7 @@ def all_scenarios() -> list[Scenario]:
 
 def optional_scenarios() -> list[Scenario]:
     """Scenarios outside the default matrix, run when a lab run names them."""
-    return [LibraryUsers(), ResumeChain(detach="clr-fd")]
+    return [LibraryUsers(), ResumeChain(detach="clr-fd"), DetachOpenHeld()]
 
 
 def by_name(name: str) -> Scenario:

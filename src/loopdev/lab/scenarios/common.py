@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from loopdev import abi
 from loopdev.errors import LoopdevError
+from loopdev.kernel import Process
 from loopdev.lab.scenarios.base import Env, ScenarioFailure, Unsupported, errname
 
 
@@ -186,17 +187,86 @@ def remove(env: Env, *paths: str) -> None:
                 continue
 
 
+class StartGate:
+    """Children released together, after every one of them has started: each says it is
+    ready (a file) and waits for a shared flock on the gate file, which the parent holds
+    exclusively until every child is ready. Made of port calls, so the model and a real
+    kernel run the same code; on a real kernel (the more so under emulation, where a fork
+    costs tens of milliseconds) the race then starts when the last child has started, not
+    when the first one has."""
+
+    def __init__(self, env: Env, names: list[str]) -> None:
+        self.env, self.names = env, names
+        self.path = env.path(".gate")
+        k = env.kernel
+        self.fd = k.open(self.path, abi.O_RDWR | abi.O_CREAT | abi.O_TRUNC, 0o600)
+        k.flock(self.fd, abi.LOCK_EX)
+        remove(self.env, *(self._ready(n) for n in names))
+
+    def _ready(self, name: str) -> str:
+        return self.env.path(f".{name}.ready")
+
+    def wrap(self, name: str, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn`` run once the gate opens."""
+
+        def body() -> None:
+            k = self.env.kernel
+            fd = k.open(self.path, abi.O_RDONLY)  # before it is ready: the parent removes it
+            try:
+                write_file(self.env, self._ready(name), "")
+                k.flock(fd, abi.LOCK_SH)
+            finally:
+                k.close(fd)
+            fn()
+
+        return body
+
+    def open(self, timeout: float, procs: list[Process]) -> None:
+        """Wait (bounded) until every child is ready, then release them all at once; a child
+        that exits before it got ready (it failed at its start) ends the wait too."""
+        k = self.env.kernel
+        t0 = k.monotonic()
+        pending = list(self.names)
+        while pending and k.monotonic() - t0 < timeout:
+            pending = [n for n in pending if not exists(self.env, self._ready(n))]
+            if not pending or any(p.wait(0) is not None for p in procs):
+                break
+            k.sleep(0.0005)
+        k.flock(self.fd, abi.LOCK_UN)
+        k.close(self.fd)
+        remove(self.env, self.path, *(self._ready(n) for n in self.names))
+
+
+def exists(env: Env, path: str) -> bool:
+    """Whether ``path`` exists (stat succeeds)."""
+    try:
+        env.kernel.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 def run_children(
-    env: Env, children: Mapping[str, Callable[[], None]], timeout: float = 20.0
+    env: Env,
+    children: Mapping[str, Callable[[], None]],
+    timeout: float = 20.0,
+    *,
+    together: bool = False,
 ) -> list[ScenarioFailure]:
     """Run each function in its own process/task; collect the user-visible failures they
-    report (through a small result file, since a process only returns an exit status)."""
+    report (through a small result file, since a process only returns an exit status).
+    ``together``: the functions start only when every process has started (:class:`StartGate`)
+    rather than each as soon as its own process is up."""
     k = env.kernel
+    gate = StartGate(env, list(children)) if together else None
     procs = []
     for name, fn in children.items():
         result = env.path(f".{name}.result")
         remove(env, result)
-        procs.append((name, result, k.spawn(_reporting(env, fn, result), name)))
+        body = gate.wrap(name, fn) if gate else fn
+        procs.append((name, result, k.spawn(_reporting(env, body, result), name)))
+    if gate:
+        gate.open(timeout, [p for _, _, p in procs])
     failures: list[ScenarioFailure] = []
     for name, result, proc in procs:
         status = proc.wait(timeout)
@@ -228,14 +298,15 @@ def _reporting(env: Env, fn: Callable[[], None], result: str) -> Callable[[], No
         try:
             fn()
         except ScenarioFailure as f:
-            _write(env, result, f"{f.step}\t{f.kind}\t{f.message}")
+            write_file(env, result, f"{f.step}\t{f.kind}\t{f.message}")
         except Unsupported as u:
-            _write(env, result, f"unsupported\t{u}")
+            write_file(env, result, f"unsupported\t{u}")
 
     return body
 
 
-def _write(env: Env, path: str, text: str) -> None:
+def write_file(env: Env, path: str, text: str) -> None:
+    """Create (or truncate) ``path`` holding ``text``."""
     k = env.kernel
     fd = k.open(path, abi.O_WRONLY | abi.O_CREAT | abi.O_TRUNC, 0o600)
     try:

@@ -7,6 +7,13 @@ loop, as in the reproducer of 18048c1af783 "loop: Fix a race between loop detach
 open", which ran blkid against ``losetup -d``), and a verifier that opens it, checks it with
 LOOP_GET_STATUS64 and then reads through the page cache.
 
+How the race starts: the three children are forked first and released together through a
+start gate (a flock the parent holds until every child is ready, see ``common.StartGate``),
+and the prober keeps probing until the detach has returned and the device is unbound, rather
+than a fixed number of times. Both are port calls, so the model and a real kernel run the same
+code, and neither a slow fork (a guest's emulated CPU: ~50x hardware) nor a slow detacher
+lets the prober finish before the teardown starts.
+
 Why the prober reads ``O_DIRECT``: blkid (libblkid opens ``O_RDONLY|O_CLOEXEC|O_NONBLOCK``)
 reads through the page cache, and a page-cache read that fails in the teardown is retried
 once (``filemap_read_folio``); by then ``invalidate_disk`` has usually set the capacity to 0,
@@ -23,20 +30,27 @@ close before 6.11 (RESEARCH T28), so the teardown runs in ->release under open_m
 the open waits; that cannot help where the teardown runs outside open_mutex anyway (5.17-rc1's
 worker, task_work). A user must never get a device that opened (or verified) fine and then
 fails its reads with EIO, and the device must really be gone after the detach.
+
+``detach-open[held]`` (:class:`DetachOpenHeld`, run when named) holds 18048c1af783's window
+open: the detacher keeps its fd across LOOP_CLR_FD while an opener opens and reads.
 """
 
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from loopdev import abi
-from loopdev.lab.scenarios.base import Env, ScenarioFailure
+from loopdev.lab.scenarios.base import Env, ScenarioFailure, errname
 from loopdev.lab.scenarios.common import (
     detach_backed_by,
+    exists,
+    loop_bound,
     remove,
     run_children,
     wait_unbound,
+    write_file,
 )
 
 
@@ -73,20 +87,54 @@ def open_and_read(env: Env, dev: str, verify: bool) -> None:
         k.close(fd)
 
 
-#: probes per trial and the longest pause between two (18048c1af783's reproducer runs
-#: ``blkid`` in a loop against ``losetup -d``: one probe per fork + exec, 1-2 ms apart)
-PROBES = 8
+#: the longest pause between two probes (18048c1af783's reproducer runs ``blkid`` in a loop
+#: against ``losetup -d``: one probe per fork + exec, 1-2 ms apart), and the probes of a
+#: prober that is given a count instead of a detacher to outlast
 PROBE_GAP = 0.002
+PROBES = 8
+#: the longest a prober keeps probing while it waits for the detacher to finish (a guard: a
+#: detacher that hangs is reported as a hang by the trial, not outrun by its prober)
+PROBE_LIMIT = 2.0
 
 
-def probe(env: Env, dev: str, times: int = PROBES) -> None:
+def probe(
+    env: Env, dev: str, times: int = PROBES, until: Callable[[], bool] | None = None
+) -> None:
     """Open and read (``O_DIRECT``) repeatedly, as a scanner in a loop does, a random pause of
-    up to :data:`PROBE_GAP` between two probes."""
+    up to :data:`PROBE_GAP` between two probes: ``times`` probes, or, given ``until``, probes
+    until it returns True (checked after each probe; at most :data:`PROBE_LIMIT` seconds)."""
     k = env.kernel
-    for i in range(times):
+    t0 = k.monotonic()
+    i = 0
+    while True:
         if i:
             k.sleep(PROBE_GAP * k.random())
         open_and_read(env, dev, verify=False)
+        i += 1
+        if until is None:
+            if i >= times:
+                return
+        elif until() or k.monotonic() - t0 >= PROBE_LIMIT:
+            return
+
+
+def detacher(env: Env, dev: str, marker: str) -> Callable[[], None]:
+    """The detacher child: the row's userspace detaches ``dev``, then (also when it failed)
+    creates ``marker``, so probers know the detach has returned."""
+
+    def body() -> None:
+        try:
+            env.userspace.detach(dev, step="detach")
+        finally:
+            write_file(env, marker, "")
+
+    return body
+
+
+def gone_after(env: Env, dev: str, what: str) -> None:
+    """The device must be unbound (within 2 s) once the detach is over."""
+    if wait_unbound(env, dev, 2.0) is None:
+        raise ScenarioFailure("after detach", "still bound", f"{dev} is still attached after {what}")
 
 
 @dataclass
@@ -109,19 +157,115 @@ class DetachOpen:
     def trial(self, env: Env) -> None:
         image = env.path("detach.img")
         dev = env.userspace.attach(image, step="attach")
+        # the attached device reads before the race: a check, and on a real kernel the
+        # children (forks) start with this code path warm (its first pread on an O_DIRECT fd
+        # imports mmap: under emulation tens of milliseconds with the device held open)
+        open_and_read(env, dev, verify=True)
+        open_and_read(env, dev, verify=False)
+        detached = env.path(".detached")
+        remove(env, detached)
+
+        def done() -> bool:  # the detach returned and the teardown it started is over
+            return exists(env, detached) and not loop_bound(env, dev)
+
         children = {
-            "prober": lambda: probe(env, dev),
+            "prober": lambda: probe(env, dev, until=done),
             "verifier": lambda: open_and_read(env, dev, verify=True),
-            "detacher": lambda: env.userspace.detach(dev, step="detach"),
+            "detacher": detacher(env, dev, detached),
         }
-        for failure in run_children(env, children):
-            raise failure
-        if wait_unbound(env, dev, 2.0) is None:
-            raise ScenarioFailure(
-                "after detach", "still bound", f"{dev} is still attached after detach returned"
-            )
+        try:
+            for failure in run_children(env, children, together=True):
+                raise failure
+        finally:
+            remove(env, detached)
+        gone_after(env, dev, "detach returned")
 
     def cleanup(self, env: Env) -> None:
         image = env.path("detach.img")
+        detach_backed_by(env, image)
+        remove(env, image)
+
+
+#: how long one side of detach-open[held] waits for the other's step before giving up
+HELD_WAIT = 5.0
+
+
+def wait_for(env: Env, path: str, timeout: float) -> bool:
+    """Wait (bounded) until ``path`` exists; False if it does not within ``timeout``."""
+    k = env.kernel
+    t0 = k.monotonic()
+    while not exists(env, path):
+        if k.monotonic() - t0 >= timeout:
+            return False
+        k.sleep(0.0005)
+    return True
+
+
+@dataclass
+class DetachOpenHeld:
+    """detach-open[held]: 18048c1af783's window held open. A holder opens the device, detaches
+    it with LOOP_CLR_FD and keeps its fd open; only then does an opener open the device and
+    read its first block (``O_DIRECT``); then the holder closes. ``losetup -d`` does the same
+    (open, LOOP_CLR_FD, close) with microseconds between the ioctl and the close; here the
+    opener always lands in between.
+
+    What the opener sees depends only on the design: before 6.11 LOOP_CLR_FD by the sole
+    opener tears the device down inside the ioctl, so the opener finds an unbound device (its
+    read returns 0 bytes, as on any free loop device); 6.11's ``lo_open`` refuses opens during
+    the rundown (ENXIO) and the teardown waits for the last close. A design that defers the
+    teardown to the last close but lets the open in (6.11 without that ``lo_open``) hands the
+    opener a half-dead device: the open succeeds, the read fails with EIO. That is the failure;
+    a clean refusal or an unbound device is not. Afterwards the device must be gone."""
+
+    udev: bool = False
+    model_only: bool = False
+    name: str = "detach-open[held]"
+    title: str = "an open and a read while the detacher holds its fd across LOOP_CLR_FD"
+    source: str = "18048c1af783 (loop: Fix a race between loop detach and loop open)"
+    #: the row's userspace only attaches; the holder's ioctl is the same for every row
+    userspaces: tuple[str, ...] = ("loopdev",)
+
+    def row_label(self, userspace: str) -> str:
+        return f"{userspace} attaches; holder LOOP_CLR_FD, fd open; opener opens+reads"
+
+    def prepare(self, env: Env) -> None:
+        env.make_image("ext2", env.path("held.img"), size_mib=8)
+
+    def trial(self, env: Env) -> None:
+        dev = env.userspace.attach(env.path("held.img"), step="attach")
+        open_and_read(env, dev, verify=True)
+        cleared, opened = env.path(".cleared"), env.path(".opened")
+        remove(env, cleared, opened)
+
+        def holder() -> None:
+            k = env.kernel
+            fd = k.open(dev, abi.O_RDONLY)
+            try:
+                try:
+                    k.ioctl(fd, abi.LOOP_CLR_FD)
+                except OSError as e:
+                    raise ScenarioFailure("detach", errname(e), f"{dev}: LOOP_CLR_FD: {e}") from e
+                write_file(env, cleared, "")
+                wait_for(env, opened, HELD_WAIT)
+            finally:
+                k.close(fd)
+
+        def opener() -> None:
+            if not wait_for(env, cleared, HELD_WAIT):
+                return  # the holder's detach failed: its failure is the trial's
+            try:
+                open_and_read(env, dev, verify=False)
+            finally:
+                write_file(env, opened, "")
+
+        try:
+            for failure in run_children(env, {"holder": holder, "opener": opener}):
+                raise failure
+        finally:
+            remove(env, cleared, opened)
+        gone_after(env, dev, "the last close")
+
+    def cleanup(self, env: Env) -> None:
+        image = env.path("held.img")
         detach_backed_by(env, image)
         remove(env, image)
