@@ -47,7 +47,9 @@ def test_html_shows_model_and_real_clearing_delays_from_the_run() -> None:
     assert m, "no clearing-delay section in the report"
     block = m.group(1)
     rows = _table_rows(block)
-    for label, cell in (("model v6.11", model), ("real: this kernel", host)):
+    real = next(label for label in rows if label.startswith("real: this kernel"))
+    assert ("loaded" in real) == bool(host.timing_distorted)  # other work's load is marked
+    for label, cell in (("model v6.11", model), (real, host)):
         samples = cell.measurements.get("ebusy_clear", [])
         assert samples, (label, cell.counts)  # both saw EBUSY, so both measured
         sp = spread(samples)

@@ -80,7 +80,8 @@ def _td(result: LabResult, cell: CellResult | None, sub: SubColumn, s: str, u: s
         if cell.time_limited:
             tip += f"; {cell.cut} of {cell.planned} planned runs not run (time limit)"
         if cell.timing_distorted:
-            tip += f"; timing-distorted in the guest: {cell.timing_distorted}"
+            where = "this machine" if cell.key.backend == "host" else "the guest"
+            tip += f"; timing-distorted ({where}): {cell.timing_distorted}"
         for f in result.findings:
             if f.real == cell.key:
                 tip += f"; {f.kind}: {f.detail}"
@@ -130,7 +131,7 @@ def _matrix(result: LabResult) -> str:
         "Debian's 6.1 kernel in a QEMU guest (resume-chain on the lockdep kernel); "
         "<b>host</b>: this machine's kernel, compared with the "
         f"{REFERENCE} model. <b>!</b>: the fidelity check flags the real cell; <b>~</b>: its "
-        "timing is distorted in the guest; <b>*</b>: cut short by the time limit; n/a: cannot "
+        "timing is distorted in the guest, or other work loaded this machine while it ran; <b>*</b>: cut short by the time limit; n/a: cannot "
         "run there. Hover a cell for its outcome counts.</p>"
         + (f'<p class="small">Timing-distorted real cells (~):</p><ul class="small">{reasons}</ul>'
            if reasons else "")
@@ -301,15 +302,19 @@ def distribution_rows(result: LabResult, scenario: str, userspace: str, name: st
         columns.insert(0, REFERENCE)
     for i, column in enumerate(columns):
         add(result.cell(scenario, userspace, column, "model"), f"model {column}", "model")
-        if i == 0:
-            add(host, "real: this kernel", "real")
+        if i == 0 and host is not None:
+            add(host, _host_label(host), "distorted" if host.timing_distorted else "real")
         vm = result.cell(scenario, userspace, column, "vm")
         if vm is not None:
             guest = "guest, timing-distorted" if vm.timing_distorted else "guest"
             add(vm, f"real {column} ({guest})", "distorted" if vm.timing_distorted else "real")
     if host is not None and not columns:
-        add(host, "real: this kernel", "real")
+        add(host, _host_label(host), "distorted" if host.timing_distorted else "real")
     return rows if any(r.samples for r in rows) else []
+
+
+def _host_label(cell: CellResult) -> str:
+    return "real: this kernel" + (" (loaded, timing-distorted)" if cell.timing_distorted else "")
 
 
 def _distributions(result: LabResult) -> str:
@@ -341,7 +346,8 @@ def _distributions(result: LabResult) -> str:
                 "</th></tr>" + "".join(trs) + "</table>"
                 f'<p class="small">{_e(title)}: {_e(what)}. The model\'s times are virtual (its '
                 "clock), the real kernel's wall-clock; a guest's run under emulation (TCG, "
-                "~50x slower) and are not hardware's.</p></div>"
+                "~50x slower) and are not hardware's; this kernel's, marked loaded, ran while "
+                "other work kept the CPUs busy.</p></div>"
             )
     if not parts:
         return ""

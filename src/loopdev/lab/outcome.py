@@ -127,8 +127,11 @@ class CellResult:
     lockdep: dict[str, int] = field(default_factory=dict)  # runs with a report, by kind
     planned: int = 0  # runs the budget planned (model cells; 0: not planned by a budget)
     cut: int = 0  # planned runs the lab's time limit left out (not run; no verdict either way)
-    #: a real cell whose timing is not hardware's (a guest under emulation), and why
+    #: a real cell whose timing is not hardware's (a guest under emulation) or not an idle
+    #: machine's (this kernel while other work loaded the CPUs), and why
     timing_distorted: str = ""
+    #: this kernel's cells: the share of the CPUs other work used while the cell ran
+    cpu_others: float | None = None
 
     @property
     def checked(self) -> int:
@@ -212,6 +215,7 @@ class CellResult:
             "planned": self.planned,
             "cut_by_time_limit": self.cut,
             "timing_distorted": self.timing_distorted,
+            "cpu_others": None if self.cpu_others is None else round(self.cpu_others, 3),
             "lockdep_reports": dict(sorted(self.lockdep.items())),
             "examples": [e.to_json(with_events=with_events) for e in self.examples.values()],
             "measurements": {k: v for k, v in sorted(self.measurements.items())},

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from loopdev.lab import realudev
+from loopdev.lab import cpuload, realudev
 from loopdev.lab.backends import LoopdevLibrary, UtilLinux
 from loopdev.lab.outcome import PASS, THIS_KERNEL, CellKey, CellResult, Outcome, RunRecord
 from loopdev.lab.scenarios.base import Env, Scenario, ScenarioFailure, Unsupported, Userspace
@@ -312,6 +312,27 @@ def _run_cell(
     on_trial: Callable[[CellKey, int], None] | None,
 ) -> None:
     n = plan.trials.get(scenario.name, 20)
+    t0 = cpuload.sample()
+    try:
+        _run_cell_trials(scenario, row, kernel, workdir, plan, cell, notes, on_trial, n)
+    finally:
+        # after the cell's udevd, if any, was stopped and reaped: its CPU time is the lab's
+        cell.cpu_others = cpuload.others_share(t0, cpuload.sample())
+        if cell.checked:
+            cell.timing_distorted = cpuload.distortion(cell.cpu_others)
+
+
+def _run_cell_trials(
+    scenario: Scenario,
+    row: str,
+    kernel: LinuxKernel,
+    workdir: str,
+    plan: RealPlan,
+    cell: CellResult,
+    notes: list[str],
+    on_trial: Callable[[CellKey, int], None] | None,
+    n: int,
+) -> None:
     with _udev_context(scenario.udev and plan.udevd, notes) as udev_on:
         env = _env(kernel, _userspace(kernel, row), workdir, udev=udev_on)
         try:

@@ -190,6 +190,12 @@ def _host_column(
     plan = realkernel.RealPlan(scenarios, real_rows, trials)
     got, real_notes = realkernel.run_real(plan, on_trial=on_trial, take_lock=cfg.host_lock)
     notes.extend(real_notes)
+    loaded = [c for c in got.values() if c.timing_distorted]
+    if loaded:
+        worst = max(c.cpu_others or 0.0 for c in loaded)
+        notes.append(f"this kernel: other work kept the CPUs up to {worst * 100:.0f}% busy while "
+                     f"{len(loaded)} of its cells ran (marked ~: their rates are not an idle "
+                     "machine's)")  # fmt: skip
     return got
 
 
