@@ -314,52 +314,38 @@ def _run_cell(
     n = plan.trials.get(scenario.name, 20)
     t0 = cpuload.sample()
     try:
-        _run_cell_trials(scenario, row, kernel, workdir, plan, cell, notes, on_trial, n)
+        with _udev_context(scenario.udev and plan.udevd, notes) as udev_on:
+            env = _env(kernel, _userspace(kernel, row), workdir, udev=udev_on)
+            try:
+                scenario.prepare(env)
+            except Unsupported as u:
+                for i in range(n):
+                    cell.add(RunRecord(i, Outcome("unsupported", message=str(u))))
+                reset_workdir(env)
+                return
+            except Exception as e:
+                cell.add(RunRecord(0, Outcome("error", type(e).__name__, f"prepare: {e}")))
+                reset_workdir(env)
+                return
+            try:
+                for i in range(n):
+                    rec = run_trial(scenario, env, i)
+                    cell.add(rec)
+                    if rec.outcome.kind != "pass":
+                        reset_workdir(env)
+                    if on_trial is not None:
+                        on_trial(cell.key, i)
+                    if rec.outcome.kind == "unsupported":
+                        break
+            finally:
+                try:
+                    scenario.cleanup(env)
+                except OSError as e:
+                    if e.errno != errno.ENOENT:
+                        notes.append(f"cleanup of {scenario.name}: {e}")
+                reset_workdir(env)
     finally:
         # after the cell's udevd, if any, was stopped and reaped: its CPU time is the lab's
         cell.cpu_others = cpuload.others_share(t0, cpuload.sample())
         if cell.checked:
             cell.timing_distorted = cpuload.distortion(cell.cpu_others)
-
-
-def _run_cell_trials(
-    scenario: Scenario,
-    row: str,
-    kernel: LinuxKernel,
-    workdir: str,
-    plan: RealPlan,
-    cell: CellResult,
-    notes: list[str],
-    on_trial: Callable[[CellKey, int], None] | None,
-    n: int,
-) -> None:
-    with _udev_context(scenario.udev and plan.udevd, notes) as udev_on:
-        env = _env(kernel, _userspace(kernel, row), workdir, udev=udev_on)
-        try:
-            scenario.prepare(env)
-        except Unsupported as u:
-            for i in range(n):
-                cell.add(RunRecord(i, Outcome("unsupported", message=str(u))))
-            reset_workdir(env)
-            return
-        except Exception as e:
-            cell.add(RunRecord(0, Outcome("error", type(e).__name__, f"prepare: {e}")))
-            reset_workdir(env)
-            return
-        try:
-            for i in range(n):
-                rec = run_trial(scenario, env, i)
-                cell.add(rec)
-                if rec.outcome.kind != "pass":
-                    reset_workdir(env)
-                if on_trial is not None:
-                    on_trial(cell.key, i)
-                if rec.outcome.kind == "unsupported":
-                    break
-        finally:
-            try:
-                scenario.cleanup(env)
-            except OSError as e:
-                if e.errno != errno.ENOENT:
-                    notes.append(f"cleanup of {scenario.name}: {e}")
-            reset_workdir(env)
