@@ -327,7 +327,8 @@ def _distributions(result: LabResult) -> str:
             if not rows:
                 continue
             head = f"{title}: {s} / {row_label(s, u)}"
-            plot = plots.distributions(head, [(r.label, r.samples, r.kind) for r in rows])
+            drawn = [(r.label, r.samples, r.kind) for r in rows if r.samples]
+            plot = plots.distributions(head, drawn)  # cells without a sample: the table only
             trs = []
             for r in rows:
                 sp = spread(r.samples)

@@ -269,17 +269,14 @@ _KIND_FILL = {"model": "#c0392b", "real": "#e67e22", "distorted": "#999999"}
 
 
 def _log_ticks(lo: float, hi: float) -> list[float]:
-    """1-2-5 ticks from below ``lo`` to above ``hi`` (both > 0)."""
-    ticks: list[float] = []
-    e = math.floor(math.log10(lo))
-    while True:
-        for m in (1, 2, 5):
-            t = m * 10.0**e
-            if t > hi * 2:
-                return ticks
-            if t >= lo / 2:
-                ticks.append(t)
-        e += 1
+    """1-2-5 ticks from the last one below ``lo`` (so no sample sits on the axis's edge) to the
+    first at or above ``hi`` (both > 0)."""
+    e = math.floor(math.log10(lo)) - 1
+    ticks = [m * 10.0**k for k in range(e, e + 3 + math.ceil(math.log10(hi / lo) + 1))
+             for m in (1, 2, 5)]  # fmt: skip
+    first = max(i for i, t in enumerate(ticks) if t < lo * (1 - 1e-9))
+    last = min(i for i, t in enumerate(ticks) if t >= hi * (1 - 1e-9))
+    return ticks[first : last + 1] if last > first else ticks[first : first + 2]
 
 
 def distributions(
@@ -294,7 +291,7 @@ def distributions(
     dot per sample, a bar from the 10th to the 90th percentile and a tick at the median.
     ``kind`` colours the row: ``model``, ``real`` or ``distorted`` (a real cell whose timing
     is not hardware's, grey). A row without samples says so."""
-    left, right, top, row_h = 250, 20, 30, 24
+    left, right, top, row_h = 250, 20, 40, 24
     height = top + row_h * max(1, len(rows)) + 34
     plot_w = width - left - right
     allv = [v * scale for _, vs, _ in rows for v in vs if v > 0]
@@ -302,7 +299,7 @@ def distributions(
         f'<svg xmlns="http://www.w3.org/2000/svg" class="plot dist" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
         f'<text x="4" y="14" font-weight="bold">{_esc(title)}</text>',
-        f'<text x="{width - right}" y="14" text-anchor="end" fill="#555">'
+        f'<text x="4" y="30" fill="#555">'
         f'<tspan fill="{_KIND_FILL["model"]}">&#9679;</tspan> model '
         f'<tspan fill="{_KIND_FILL["real"]}">&#9679;</tspan> real '
         f'<tspan fill="{_KIND_FILL["distorted"]}">&#9679;</tspan> real, timing-distorted; '
