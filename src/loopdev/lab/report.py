@@ -108,7 +108,7 @@ def _flagged(result: LabResult) -> set[CellKey]:
 
 def sub_text(result: LabResult, sub: SubColumn, scenario: str, userspace: str) -> str:
     """A cell's text in the matrix: the rate, ``!`` when the fidelity check flags the real
-    cell, ``~`` when its timing is distorted in the guest."""
+    cell, ``~`` when its timing is distorted (in the guest, or this machine was loaded)."""
     cell = result.cell(scenario, userspace, sub.column, sub.backend)
     col = result.real.get(sub.column) if sub.backend == "vm" else None
     if cell is None and col is not None and col.unavailable:
@@ -174,11 +174,11 @@ def _legend(result: LabResult, subs: Sequence[SubColumn]) -> list[str]:
         why = result.real[na[0]].unavailable.split(",", 1)[0].split(" (", 1)[0]
         marks += f" (real {', '.join(na)}: {why})"
     marks += "; *: cut short"
-    if any(k.backend == "vm" for k in result.cells):
-        marks += "; !: model and real disagree (below); ~: timing-distorted in the guest"
+    if any(k.backend == "vm" for k in result.cells) or result.distorted:
+        marks += "; !: model and real disagree (below); ~: timing-distorted (guest; busy host)"
     out.append(marks)
     reasons = sorted({_short_reason(r) for r in result.distorted.values()})
-    if reasons and any(s.backend == "vm" for s in subs):
+    if reasons:
         out.append("~ " + "; ".join(reasons))
     return out
 
