@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(util-linux e2fsprogs squashfs-tools xfsprogs erofs-utils fio udev)
+DEBS=(util-linux fdisk e2fsprogs squashfs-tools xfsprogs erofs-utils fio udev)
 if [ "${LOOPDEV_WITH_CHROMIUM:-0}" = 1 ]; then DEBS+=(chromium); fi
 missing=()
 for p in "${DEBS[@]}"; do

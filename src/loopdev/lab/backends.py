@@ -83,8 +83,8 @@ class UtilLinux:
     def umount(self, target: str, *, step: str) -> None:
         self._run(["umount", target], step)
 
-    def attach(self, image: str, *, step: str) -> str:
-        r = self._run(["losetup", "-f", "--show", image], step)
+    def attach(self, image: str, *, step: str, partscan: bool = False) -> str:
+        r = self._run(["losetup", *(["-P"] if partscan else []), "-f", "--show", image], step)
         dev = _first_line(r.stdout)
         if not dev.startswith("/dev/"):
             raise ScenarioFailure(step, "no device", f"losetup printed {dev!r}")
@@ -110,9 +110,9 @@ class LoopdevLibrary:
         with library_step(step):
             umount(target, kernel=self.kernel)
 
-    def attach(self, image: str, *, step: str) -> str:
+    def attach(self, image: str, *, step: str, partscan: bool = False) -> str:
         with library_step(step):
-            dev = attach(image, kernel=self.kernel)
+            dev = attach(image, partscan=partscan, kernel=self.kernel)
             path = str(dev.path)
             dev.relinquish()
             return path

@@ -41,6 +41,7 @@ COSTS: dict[str, Cost] = {
     "nested-umount": Cost(6, 0.15, 1.2),
     "detach-open": Cost(8, 0.15, 0.2),
     "detach-open[held]": Cost(4, 0.1, 0.2),
+    "detach-open[partscan]": Cost(8, 0.4, 1.0),
     "nested-umount+udev": Cost(6, 0.25, 1.6),
     "parallel-attach": Cost(3, 0.3, 1.0),
     "iouring-kill": Cost(2, 1.4, 0.4),
@@ -54,6 +55,7 @@ BOOT_SECONDS = {"debian": 16.0, "lockdep": 9.0}
 CELL_ORDER = (
     "mount-loop+udev", "mount-loop", "nested-umount", "detach-open", "nested-umount+udev",
     "parallel-attach", "iouring-kill", "resume-chain", "resume-chain[clr-fd]", "detach-open[held]",
+    "detach-open[partscan]",
 )  # fmt: skip
 #: scenarios that run on the lockdep kernel (when it is built; else nowhere)
 LOCKDEP_SCENARIOS = frozenset({"resume-chain", "resume-chain[clr-fd]"})

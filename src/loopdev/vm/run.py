@@ -40,6 +40,7 @@ from loopdev.vm.variants import ModuleSource, module_source
 GUEST_SCENARIOS = (
     "mount-loop+udev", "mount-loop", "nested-umount", "nested-umount+udev", "iouring-kill",
     "detach-open", "parallel-attach", "resume-chain", "resume-chain[clr-fd]", "detach-open[held]",
+    "detach-open[partscan]",
 )  # fmt: skip
 
 #: a progress callback: (column, event) for every event of every guest

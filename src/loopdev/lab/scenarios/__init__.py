@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from loopdev.lab.scenarios.base import Scenario
 from loopdev.lab.scenarios.detach_open import DetachOpen, DetachOpenHeld
+from loopdev.lab.scenarios.detach_open_partscan import DetachOpenPartscan
 from loopdev.lab.scenarios.iouring_kill import IouringKill
 from loopdev.lab.scenarios.library_users import LibraryUsers
 from loopdev.lab.scenarios.mount_loop import MountLoop
@@ -31,7 +32,7 @@ def all_scenarios() -> list[Scenario]:
 
 def optional_scenarios() -> list[Scenario]:
     """Scenarios outside the default matrix, run when a lab run names them."""
-    return [LibraryUsers(), ResumeChain(detach="clr-fd"), DetachOpenHeld()]
+    return [LibraryUsers(), ResumeChain(detach="clr-fd"), DetachOpenHeld(), DetachOpenPartscan()]
 
 
 def by_name(name: str) -> Scenario:

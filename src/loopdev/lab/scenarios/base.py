@@ -56,8 +56,9 @@ class Userspace(Protocol):
         """``umount target``; raises ScenarioFailure."""
         ...
 
-    def attach(self, image: str, *, step: str) -> str:
-        """Attach ``image`` to a free loop device; returns its path."""
+    def attach(self, image: str, *, step: str, partscan: bool = False) -> str:
+        """Attach ``image`` to a free loop device (``partscan``: with LO_FLAGS_PARTSCAN, as
+        ``losetup -P`` does); returns its path."""
         ...
 
     def detach(self, device: str, *, step: str) -> None:

@@ -1,4 +1,4 @@
-"""A minimal ``losetup(8)``: ``losetup -f --show [-r] FILE`` and ``losetup -d DEVICE...``,
+"""A minimal ``losetup(8)``: ``losetup -f --show [-r] [-P] FILE`` and ``losetup -d DEVICE...``,
 with lib/loopdev.c's allocation (LOOP_CTL_GET_FREE, LOOP_CONFIGURE, EBUSY → next device)."""
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from loopdev.lab.userspace.program import EX_FAILURE, fail, ok, strerror
 SETUP_RETRIES = 64
 
 
-def _attach(kernel: Kernel, ul: UtilLinuxVersion, path: str, readonly: bool, show: bool) -> RunResult:
+def _attach(
+    kernel: Kernel, ul: UtilLinuxVersion, path: str, readonly: bool, show: bool,
+    partscan: bool = False,
+) -> RunResult:
     try:
         backing = kernel.realpath(path)
     except OSError:
@@ -30,7 +33,10 @@ def _attach(kernel: Kernel, ul: UtilLinuxVersion, path: str, readonly: bool, sho
                 EX_FAILURE, f"losetup: cannot find an unused loop device: {strerror(e.code)}"
             )
         lc.set_backing_file(backing)
-        lc.set_flags(abi.LO_FLAGS_READ_ONLY if readonly else 0)
+        lc.set_flags(
+            (abi.LO_FLAGS_READ_ONLY if readonly else 0)
+            | (abi.LO_FLAGS_PARTSCAN if partscan else 0)
+        )
         try:
             lc.setup_device(configure_fallback_enosys=ul.configure_fallback_enosys)
         except LoopError as e:
@@ -78,7 +84,8 @@ def losetup_main(kernel: Kernel, argv: Sequence[str], ul: UtilLinuxVersion) -> R
     files = [a for a in args if not a.startswith("-")]
     if not flags & {"-f", "--find"} or len(files) != 1:
         return fail(
-            EX_FAILURE, "losetup: only '-f [--show] [-r] FILE' and '-d DEVICE' are modelled"
+            EX_FAILURE, "losetup: only '-f [--show] [-r] [-P] FILE' and '-d DEVICE' are modelled"
         )
     readonly = bool(flags & {"-r", "--read-only"})
-    return _attach(kernel, ul, files[0], readonly, "--show" in flags)
+    partscan = bool(flags & {"-P", "--partscan"})
+    return _attach(kernel, ul, files[0], readonly, "--show" in flags, partscan)
