@@ -15,7 +15,19 @@ How the teardown is asked for depends on the kernel (RESEARCH §4 T28):
 
 The design is told by the kernel release (``uname -r``): a wrong guess costs time (a freeze
 on 6.11+), never correctness, since AUTOCLEAR + close is safe on every design. Distribution
-kernels that backported 18048c1af783 to an older release take the safe way too.
+kernels that backported 18048c1af783 to an older release take the safe way too. (Measured in
+docs/library.md: on 5.19-6.10 the two ways cost the same, one freeze, since LOOP_CLR_FD's
+teardown in the ioctl freezes too; on 5.16 and 5.17 AUTOCLEAR costs a second one.)
+
+A partition-scanned device first has its partitions deleted (BLKPG_DEL_PARTITION), on every
+design, while it is still bound. The teardown would drop them anyway (``bdev_disk_changed``),
+but then late: an opener that looked a partition up before that and waits for ``open_mutex``
+meanwhile gets the deleted partition of an unbound device and reads EIO (6.1's block layer
+opens it), and where the teardown runs outside ``open_mutex`` (5.17-rc1, task_work) an open
+partition makes the drop fail and the partitions stay behind (18048c1af783's report).
+Deleted while the device is bound, a late opener of a partition still reads its data, and a
+partition that is open (EBUSY) is tried again briefly; one that stays open (a mount) is left
+to the teardown.
 """
 
 from __future__ import annotations
@@ -36,6 +48,9 @@ DEFAULT_DETACH_TIMEOUT = 5.0
 PROBE_GRACE = 0.5
 #: the first release whose LOOP_CLR_FD defers the teardown to the last close (18048c1af783)
 CLR_FD_DEFERS = (6, 11)
+#: pauses between attempts to delete a partition that is open (EBUSY): a prober's open lasts
+#: a read; a mount stays, and costs these 7 ms before its partition is left to the teardown
+DROP_RETRIES = (0.001, 0.002, 0.004)
 
 _EXCL_PROBE = abi.O_RDONLY | abi.O_EXCL | abi.O_NONBLOCK
 
@@ -93,6 +108,8 @@ def release(
         claimed = _claimed(kernel, path)
         if not flags & abi.LO_FLAGS_READ_ONLY:
             _flush(kernel, fd, stat_path, write_baseline)
+        if flags & abi.LO_FLAGS_PARTSCAN:
+            drop_partitions(kernel, fd, number)
         try:
             if autoclear_detach(kernel):
                 set_autoclear(kernel, fd, True)
@@ -112,6 +129,30 @@ def release(
     if lazy:
         return False
     raise _still_attached(kernel, number, timeout)
+
+
+def drop_partitions(kernel: Kernel, fd: int, number: int) -> list[str]:
+    """Delete loopN's partitions (open as ``fd``) with BLKPG_DEL_PARTITION; one that is open
+    is tried again after each pause of :data:`DROP_RETRIES`. Returns those still there (open
+    throughout, or refused otherwise: the teardown drops them)."""
+    pending = sysfs.partitions(kernel, number)
+    for pause in (*DROP_RETRIES, None):
+        busy: list[str] = []
+        for i, name in enumerate(pending):
+            pno = int(name.rsplit("p", 1)[1])
+            req = abi.BlkpgRequest(abi.BLKPG_DEL_PARTITION, abi.BlkpgPartition(0, 0, pno))
+            try:
+                kernel.ioctl(fd, abi.BLKPG, req.pack())
+            except OSError as e:
+                if e.errno == errno.EBUSY:
+                    busy.append(name)
+                elif e.errno != errno.ENXIO:  # ENXIO: gone already; anything else: give up
+                    return busy + pending[i:]
+        if not busy or pause is None:
+            return busy
+        kernel.sleep(pause)
+        pending = busy
+    return pending
 
 
 def _claimed(kernel: Kernel, path: str) -> bool:

@@ -127,6 +127,29 @@ def test_no_stale_partitions_after_detach(parsed: Path, tracker: Tracker) -> Non
     assert tracker.wait_clean(2.0) == []
 
 
+def test_detach_deletes_the_partitions_while_the_device_is_still_bound(
+    parsed: Path, tracker: Tracker
+) -> None:
+    """A detach deferred by another opener of the whole device takes the partitions away at
+    once: a scanner that comes meanwhile finds no partition node instead of a partition the
+    teardown deletes under it (whose reads then fail with EIO on an unbound device)."""
+    dev = loopdev.attach(parsed, partscan=True)
+    number = dev.number
+    fd = os.open(dev.path, os.O_RDONLY)  # someone else holding the whole device
+    try:
+        assert dev.detach(lazy=True) is False  # deferred to our close
+        assert Path(f"/sys/block/loop{number}/loop/backing_file").exists()  # still bound
+        assert _parts(number) == []
+        assert not Path(f"/dev/loop{number}p1").exists()
+        with pytest.raises(FileNotFoundError):
+            os.open(f"/dev/loop{number}p2", os.O_RDONLY)
+        assert len(os.pread(fd, 4096, 0)) == 4096  # the device itself still reads
+    finally:
+        os.close(fd)
+    assert loopdev.wait_detached(number, timeout=2.0)
+    assert tracker.wait_clean(2.0) == []
+
+
 # --- everywhere: an image without a partition table ------------------------------------------
 
 
