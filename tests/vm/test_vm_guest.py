@@ -23,8 +23,8 @@ from loopdev.vm.run import VariantResult, run_variant, run_variants
 pytestmark = pytest.mark.usefixtures("guests_available", "nothing_left")
 
 TRIALS = 4
-#: per scenario: with udevd the guest's probes run ~50x slower than on hardware, and how often
-#: they overlap the v5.17-rc1 rundown follows the host's load (3/4 to 4/4 of trials at load
+#: per scenario: with udevd the guest's mount(8) reaches its device scan 5-24 ms after it starts
+#: (1-3 ms on hardware), and how often it meets the v5.17-rc1 rundown follows the host's load (3/4 to 4/4 of trials at load
 #: ~2.5, once 0/4 in a CI run): more trials keep the check from depending on the moment
 CLAIM_TRIALS = {"nested-umount": TRIALS, "mount-loop": TRIALS, "mount-loop+udev": 10}
 
