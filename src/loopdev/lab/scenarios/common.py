@@ -74,6 +74,18 @@ def wait_unbound(env: Env, device: str, timeout: float) -> float | None:
     return k.monotonic() - t0
 
 
+def wait_until(env: Env, done: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Poll ``done`` every ``interval`` seconds until it returns True (then True) or
+    ``timeout`` seconds have passed (then False)."""
+    k = env.kernel
+    t0 = k.monotonic()
+    while not done():
+        if k.monotonic() - t0 >= timeout:
+            return False
+        k.sleep(interval)
+    return True
+
+
 def timed_umount(env: Env, target: str, step: str, *, wait_detach: bool = False) -> None:
     """Unmount through the userspace; on the real kernel record the umount latency and, with
     ``wait_detach`` (only as a trial's last step: waiting changes what follows), the delay

@@ -38,7 +38,7 @@ open: the detacher keeps its fd across LOOP_CLR_FD while an opener opens and rea
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from loopdev import abi
@@ -50,6 +50,7 @@ from loopdev.lab.scenarios.common import (
     remove,
     run_children,
     wait_unbound,
+    wait_until,
     write_file,
 )
 
@@ -98,18 +99,29 @@ PROBE_LIMIT = 2.0
 
 
 def probe(
-    env: Env, dev: str, times: int = PROBES, until: Callable[[], bool] | None = None
+    env: Env,
+    dev: str | Sequence[str],
+    times: int = PROBES,
+    until: Callable[[], bool] | None = None,
+    read: Callable[[str], None] | None = None,
 ) -> None:
     """Open and read (``O_DIRECT``) repeatedly, as a scanner in a loop does, a random pause of
     up to :data:`PROBE_GAP` between two probes: ``times`` probes, or, given ``until``, probes
-    until it returns True (checked after each probe; at most :data:`PROBE_LIMIT` seconds)."""
+    until it returns True (checked after each probe; at most :data:`PROBE_LIMIT` seconds).
+    ``dev`` a list: one node after the other, in turn; ``read``: one probe of a node instead
+    of :func:`open_and_read`'s ``O_DIRECT`` one."""
     k = env.kernel
+    nodes = [dev] if isinstance(dev, str) else list(dev)
     t0 = k.monotonic()
     i = 0
     while True:
         if i:
             k.sleep(PROBE_GAP * k.random())
-        open_and_read(env, dev, verify=False)
+        node = nodes[i % len(nodes)]
+        if read is None:
+            open_and_read(env, node, verify=False)
+        else:
+            read(node)
         i += 1
         if until is None:
             if i >= times:
@@ -129,6 +141,12 @@ def detacher(env: Env, dev: str, marker: str) -> Callable[[], None]:
             write_file(env, marker, "")
 
     return body
+
+
+def detach_over(env: Env, dev: str, marker: str) -> Callable[[], bool]:
+    """The probers' ``until``: the detach returned (:func:`detacher` created ``marker``) and
+    the device is unbound (a teardown it started or left to the last close is over)."""
+    return lambda: exists(env, marker) and not loop_bound(env, dev)
 
 
 def gone_after(env: Env, dev: str, what: str) -> None:
@@ -164,12 +182,8 @@ class DetachOpen:
         open_and_read(env, dev, verify=False)
         detached = env.path(".detached")
         remove(env, detached)
-
-        def done() -> bool:  # the detach returned and the teardown it started is over
-            return exists(env, detached) and not loop_bound(env, dev)
-
         children = {
-            "prober": lambda: probe(env, dev, until=done),
+            "prober": lambda: probe(env, dev, until=detach_over(env, dev, detached)),
             "verifier": lambda: open_and_read(env, dev, verify=True),
             "detacher": detacher(env, dev, detached),
         }
@@ -192,13 +206,7 @@ HELD_WAIT = 5.0
 
 def wait_for(env: Env, path: str, timeout: float) -> bool:
     """Wait (bounded) until ``path`` exists; False if it does not within ``timeout``."""
-    k = env.kernel
-    t0 = k.monotonic()
-    while not exists(env, path):
-        if k.monotonic() - t0 >= timeout:
-            return False
-        k.sleep(0.0005)
-    return True
+    return wait_until(env, lambda: exists(env, path), timeout, 0.0005)
 
 
 @dataclass

@@ -5,7 +5,7 @@ partitions with ext2 in each; the table written by the real ``sfdisk``, the file
 lab's image maker, real ``mkfs.ext2`` on a real kernel) with partition scanning (util-linux:
 ``losetup -P``; loopdev: ``attach(partscan=True)``) and detaches it (``losetup -d``:
 LOOP_CLR_FD; loopdev: the library's detach). Meanwhile a prober opens the first partition and
-reads it with ``O_DIRECT`` (detach-open's :func:`open_and_read`), and a scanner opens the whole
+reads it with ``O_DIRECT`` (detach-open's :func:`probe`), and a scanner opens the whole
 device and the second partition in turn and reads them through the page cache, as blkid does.
 The openers start first and keep going until the detach returned and the device is unbound:
 a scanner in a loop does not stop when ``losetup -d`` returns, and ``losetup -d`` returns
@@ -30,7 +30,6 @@ without a partition-table parser (this machine's 6.18 has none), found out in ``
 from __future__ import annotations
 
 import errno
-import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,12 +40,13 @@ from loopdev.kernel import Kernel
 from loopdev.lab.scenarios.base import Env, ScenarioFailure, Unsupported
 from loopdev.lab.scenarios.common import (
     detach_backed_by,
+    exists,
     loop_bound,
     remove,
     run_children,
-    wait_unbound,
+    wait_until,
 )
-from loopdev.lab.scenarios.detach_open import PROBE_GAP, open_and_read
+from loopdev.lab.scenarios.detach_open import detach_over, detacher, gone_after, probe
 
 IMAGE = "partscan.img"
 IMAGE_MIB = 16
@@ -59,9 +59,6 @@ LAYOUT = "label: dos\n" + "".join(f"start={a}, size={n}, type=83\n" for a, n in 
 #: detach returned (devtmpfs adds and removes the nodes synchronously; this is slack)
 APPEAR_TIMEOUT = 2.0
 GONE_TIMEOUT = 1.0
-#: the longest the openers keep going while they wait for the device to be gone (a guard: a
-#: detach that hangs is the trial's hang, not outrun by its openers)
-PROBE_LIMIT = 2.0
 #: blkid opens a device this way (libblkid: blkid_probe_set_device's caller)
 BLKID_OPEN = abi.O_RDONLY | abi.O_CLOEXEC | abi.O_NONBLOCK
 
@@ -122,37 +119,23 @@ def partitions(k: Kernel, name: str) -> list[str]:
         return []
 
 
-def _present(k: Kernel, name: str) -> list[str]:
+def _present(env: Env, name: str) -> list[str]:
     """loopN's partitions that still show, in sysfs or as /dev nodes."""
-    shown = set(partitions(k, name))
-    for i in range(1, len(PARTITIONS) + 1):
-        try:
-            k.stat(f"/dev/{name}p{i}")
-            shown.add(f"{name}p{i}")
-        except OSError:
-            pass
+    nodes = (f"{name}p{i}" for i in range(1, len(PARTITIONS) + 1))
+    shown = set(partitions(env.kernel, name)) | {p for p in nodes if exists(env, f"/dev/{p}")}
     return sorted(shown)
 
 
 def wait_partitions(env: Env, name: str, timeout: float) -> bool:
     """True once loopN's partitions both have their sysfs directory and /dev node."""
     k = env.kernel
-    t0 = k.monotonic()
     want = [f"{name}p{i}" for i in range(1, len(PARTITIONS) + 1)]
-    while True:
-        if partitions(k, name) == want and all(_is_node(k, f"/dev/{p}") for p in want):
-            return True
-        if k.monotonic() - t0 >= timeout:
-            return False
-        k.sleep(0.002)
-
-
-def _exists(k: Kernel, path: str) -> bool:
-    try:
-        k.stat(path)
-        return True
-    except OSError:
-        return False
+    return wait_until(
+        env,
+        lambda: partitions(k, name) == want and all(_is_node(k, f"/dev/{p}") for p in want),
+        timeout,
+        0.002,
+    )
 
 
 def _is_node(k: Kernel, path: str) -> bool:
@@ -164,58 +147,39 @@ def _is_node(k: Kernel, path: str) -> bool:
 
 def wait_gone(env: Env, name: str, timeout: float) -> list[str]:
     """loopN's partitions still shown after ``timeout`` seconds ([] once all are gone)."""
-    k = env.kernel
-    t0 = k.monotonic()
-    while True:
-        left = _present(k, name)
-        if not left or k.monotonic() - t0 >= timeout:
-            return left
-        k.sleep(0.005)
+    left: list[str] = []
+
+    def gone() -> bool:
+        left[:] = _present(env, name)
+        return not left
+
+    wait_until(env, gone, timeout, 0.005)
+    return left
 
 
-def keep_probing(env: Env, node: str, until: Callable[[], bool]) -> None:
-    """detach-open's prober until ``until`` (at most :data:`PROBE_LIMIT` seconds): open
-    ``node`` and read its first block with ``O_DIRECT``, a random pause of up to
-    :data:`PROBE_GAP` between two probes."""
-    k = env.kernel
-    t0 = k.monotonic()
-    while True:
-        open_and_read(env, node, verify=False)
-        if until() or k.monotonic() - t0 >= PROBE_LIMIT:
-            return
-        k.sleep(PROBE_GAP * k.random())
-
-
-def scan(env: Env, nodes: list[str], until: Callable[[], bool]) -> None:
-    """blkid in a loop until ``until`` (at most :data:`PROBE_LIMIT` seconds): open each node
-    in turn as libblkid does and read its first block through the page cache; a clean refusal
+def blkid_read(env: Env, node: str) -> None:
+    """One probe of blkid's (the scanner's, in :func:`~detach_open.probe`'s loop): open
+    ``node`` as libblkid does and read its first block through the page cache; a clean refusal
     passes, EIO after a successful open does not."""
     k = env.kernel
-    t0 = k.monotonic()
-    for i in itertools.count():
-        if i:
-            if until() or k.monotonic() - t0 >= PROBE_LIMIT:
-                return
-            k.sleep(PROBE_GAP * k.random())
-        node = nodes[i % len(nodes)]
-        try:
-            fd = k.open(node, BLKID_OPEN)
-        except OSError as e:
-            if e.errno in (errno.ENXIO, errno.ENODEV, errno.ENOENT):
-                continue
-            name = errno.errorcode.get(e.errno or 0, "?")
-            raise ScenarioFailure("scanner open", name, f"{node}: {e.strerror or name}") from e
-        try:
-            k.pread(fd, 4096, 0)
-        except OSError as e:
-            name = errno.errorcode.get(e.errno or 0, "?")
-            raise ScenarioFailure(
-                "read after open", name,
-                f"{node}: opened fine, then a page-cache read failed: {e.strerror or name} "
-                f"({_state(env, node)})",
-            ) from e  # fmt: skip
-        finally:
-            k.close(fd)
+    try:
+        fd = k.open(node, BLKID_OPEN)
+    except OSError as e:
+        if e.errno in (errno.ENXIO, errno.ENODEV, errno.ENOENT):
+            return
+        name = errno.errorcode.get(e.errno or 0, "?")
+        raise ScenarioFailure("scanner open", name, f"{node}: {e.strerror or name}") from e
+    try:
+        k.pread(fd, 4096, 0)
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, "?")
+        raise ScenarioFailure(
+            "read after open", name,
+            f"{node}: opened fine, then a page-cache read failed: {e.strerror or name} "
+            f"({_state(env, node)})",
+        ) from e  # fmt: skip
+    finally:
+        k.close(fd)
 
 
 def _with_state(env: Env, node: str, fn: Callable[[], None]) -> None:
@@ -233,7 +197,7 @@ def _state(env: Env, node: str) -> str:
     disk = re.sub(r"^(loop\d+)p\d+$", r"\1", part)
     bits = ["bound" if loop_bound(env, f"/dev/{disk}") else "unbound"]
     if part != disk:
-        bits.append(f"{part} {'still shown' if part in _present(env.kernel, disk) else 'deleted'}")
+        bits.append(f"{part} {'still shown' if part in _present(env, disk) else 'deleted'}")
     return ", ".join(bits)
 
 
@@ -243,9 +207,7 @@ def check_partition_scan(env: Env, image: str) -> None:
     dev = attach(image, partscan=True, wait_partitions=False, read_only=True, kernel=k)
     try:
         name = f"loop{dev.number}"
-        t0 = k.monotonic()
-        while not partitions(k, name) and k.monotonic() - t0 < APPEAR_TIMEOUT / 4:
-            k.sleep(0.01)
+        wait_until(env, lambda: bool(partitions(k, name)), APPEAR_TIMEOUT / 4, 0.01)
         found = partitions(k, name)
     finally:
         dev.detach()
@@ -279,42 +241,31 @@ class DetachOpenPartscan:
         check_partition_scan(env, image)
 
     def trial(self, env: Env) -> None:
-        k = env.kernel
         dev = env.userspace.attach(env.path(IMAGE), step="attach", partscan=True)
         name = dev.rsplit("/", 1)[-1]
         if not wait_partitions(env, name, APPEAR_TIMEOUT):
             raise ScenarioFailure(
                 "attach", "no partitions",
-                f"{dev}: partitions {', '.join(_present(k, name)) or 'none'} after "
+                f"{dev}: partitions {', '.join(_present(env, name)) or 'none'} after "
                 f"{APPEAR_TIMEOUT:g} s, not {name}p1 and {name}p2",
             )  # fmt: skip
         detached = env.path(".detached")
         remove(env, detached)
-
-        def detacher() -> None:
-            try:
-                env.userspace.detach(dev, step="detach")
-            finally:
-                k.close(k.open(detached, abi.O_WRONLY | abi.O_CREAT, 0o600))
-
-        def done() -> bool:  # the detach returned and the device is gone
-            return _exists(k, detached) and not loop_bound(env, dev)
-
+        done = detach_over(env, dev, detached)
         children = {
             "prober": lambda: _with_state(
-                env, f"{dev}p1", lambda: keep_probing(env, f"{dev}p1", done)
+                env, f"{dev}p1", lambda: probe(env, f"{dev}p1", until=done)
             ),
-            "scanner": lambda: scan(env, [dev, f"{dev}p2"], until=done),
-            "detacher": detacher,
+            "scanner": lambda: probe(
+                env, [dev, f"{dev}p2"], until=done, read=lambda node: blkid_read(env, node)
+            ),
+            "detacher": detacher(env, dev, detached),
         }
         try:
             failures = run_children(env, children)
         finally:
             remove(env, detached)
-        if wait_unbound(env, dev, 2.0) is None:
-            raise ScenarioFailure(
-                "after detach", "still bound", f"{dev} is still attached after detach returned"
-            )
+        gone_after(env, dev, "detach returned")
         stale = wait_gone(env, name, GONE_TIMEOUT)
         if stale:
             also = f"; before that {failures[0].key}: {failures[0].message}" if failures else ""
