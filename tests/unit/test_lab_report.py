@@ -20,7 +20,7 @@ from loopdev.lab.runner import LabResult, run_lab, to_json
 from loopdev.lab.vmcells import RealColumn
 from loopdev.sim.loop import VARIANTS
 from loopdev.vm.lockdep_report import lockdep_outcome, parse_reports
-from loopdev.vm.userspaces import UDEV_DISTORTION
+from loopdev.vm.userspaces import UDEV_DISTORTION, timing_distortion
 
 CONSOLE = Path(__file__).resolve().parents[1] / "vm" / "data" / "resume-chain-v5.16.console"
 EIO = Outcome("fail", "mount: EIO", "mount: /x: can't read superblock on /dev/loop0.")
@@ -221,3 +221,18 @@ def test_without_root_the_report_says_why_real_kernels_did_not_run(
     assert "note: this kernel: not run (needs root)" in text
     assert "note: real loop modules in guests: not run (needs root" in text
     assert "fidelity: no real cells in this run" in text
+
+
+@pytest.mark.parametrize(
+    "scenario,udev", [("mount-loop+udev", True), ("iouring-kill", False), ("detach-open", False)]
+)
+def test_legend_shortens_each_distortion_reason_whole(scenario: str, udev: bool) -> None:
+    """The legend's '~' line keeps each reason's words and drops its figures in parentheses,
+    also when the figures themselves contain '; ' (no dangling ')')."""
+    why = timing_distortion(scenario, udev, "util-linux-2.38")
+    short = report._short_reason(why)
+    assert short and "(" not in short and ")" not in short
+    for part in why.split("; "):
+        head = part.split(" (", 1)[0].strip()
+        if "(" not in head and ")" not in head:
+            assert head in short

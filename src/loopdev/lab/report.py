@@ -184,7 +184,17 @@ def _legend(result: LabResult, subs: Sequence[SubColumn]) -> list[str]:
 
 
 def _short_reason(why: str) -> str:
-    return "; ".join(part.split(" (", 1)[0] for part in why.split("; "))
+    """The reason without its parenthesised figures (the legend has one line for them)."""
+    out: list[str] = []
+    depth = 0
+    for ch in why:
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(ch)
+    return " ".join("".join(out).split())
 
 
 # -- claims and fidelity --------------------------------------------------------------------

@@ -56,7 +56,7 @@ _REAL_PROGRAMS = {
 #: and lo_release in a taskwork guest, 1 vCPU, host load ~1.5; docs/findings.md, claim 3)
 UDEV_DISTORTION = (
     "udevd and the programs run emulated while the RCU grace period keeps real time "
-    "(udevd's last close 3-44 ms after losetup returns, the model's 0-5 ms; mount(8)'s loop "
+    "(udevd's last close 3-44 ms after losetup returns, the model's 0-5 ms, and mount(8)'s loop "
     "scan 5-24 ms after it starts, the model's 1-3 ms)"
 )
 
