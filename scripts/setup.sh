@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(util-linux fdisk e2fsprogs squashfs-tools xfsprogs erofs-utils fio udev)
-if [ "${LOOPDEV_WITH_CHROMIUM:-0}" = 1 ]; then DEBS+=(chromium); fi
+# what only the tests use (scripts/test.sh sets LOOPDEV_FOR_TESTS=1): the HTML report in a real
+# browser, the zsh completion script parsed by zsh
+if [ "${LOOPDEV_FOR_TESTS:-0}" = 1 ]; then DEBS+=(chromium zsh); fi
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -39,7 +39,7 @@ FLAGS = [
     "--disable-sync",
 ]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (LOOPDEV_WITH_CHROMIUM=1 scripts/setup.sh)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (LOOPDEV_FOR_TESTS=1 scripts/setup.sh installs it)")
 
 
 def _png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
