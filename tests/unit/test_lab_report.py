@@ -159,6 +159,10 @@ def test_html_draws_real_beside_model(result: LabResult) -> None:
     assert 'class="pair lockdep"' in page and "real kernel (lockdep 6.1)" in page
     assert 'id="fidelity"' in page and 'id="real"' in page
     assert "random:0" in page  # the short handle beside the full token
+    claims = page[page.index('id="claims"'):page.index("</table>", page.index('id="claims"'))]
+    row1 = claims[claims.index("<tr><td>1</td>"):]
+    row1 = row1[:row1.index("</tr>")]
+    assert "the real cell disagrees, timing-distorted" in row1  # as the terminal's brackets
 
 
 def test_json_of_the_cli_has_backend_and_column(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from loopdev.lab import plots
 from loopdev.lab.backends import USERSPACES
 from loopdev.lab.cells import REFERENCE
+from loopdev.lab.claims import ClaimVerdict
 from loopdev.lab.diagram import chrome_trace_json, sequence_svg
 from loopdev.lab.outcome import THIS_KERNEL, CellKey, CellResult, Example
 from loopdev.lab.replayref import short_handle
@@ -165,11 +166,18 @@ def _claims(result: LabResult) -> str:
         out.append(
             f'<tr><td>{c.number}</td><td class="l w340">{_e(c.text)}</td>'
             f'<td class="l w200">{_e(c.source)}</td><td class="l w260">{_e(c.observe)}</td>'
-            f'<td><span class="verdict {cls}">{_e(v.verdict)}</span></td>'
+            f'<td><span class="verdict {cls}">{_e(v.verdict)}</span>{_disagreement(v)}</td>'
             f'<td class="l w420">{"<br>".join(parts)}</td></tr>'
         )
     out.append("</table>")
     return "".join(out)
+
+
+def _disagreement(v: ClaimVerdict) -> str:
+    """Under the verdict: whether a real cell disagrees with the model, and whether its timing
+    is the emulator's (the terminal's brackets say the same)."""
+    text = v.disagreement_text()
+    return f'<br><span class="flagtext">{_e(text)}</span>' if text else ""
 
 
 def _fidelity(result: LabResult) -> str:
