@@ -111,12 +111,19 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _env(profile: Path) -> dict[str, str]:
+    """Chromium's environment: its singleton socket directory goes under the test's own
+    temporary directory, not /tmp, so nothing outlives the test."""
+    return {**os.environ, "TMPDIR": str(profile.parent)}
+
+
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[bytes]:
     assert CHROMIUM is not None
     return subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
         capture_output=True,
         timeout=120,
+        env=_env(profile),
     )
 
 
@@ -178,6 +185,7 @@ class _DevTools:
             ["bash", "-c", f'exec "$@" 3<&{to_chrome} 4>&{from_chrome}', "bash", CHROMIUM, *FLAGS,
              f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"],
             pass_fds=(to_chrome, from_chrome),
+            env=_env(profile),
             stdout=subprocess.DEVNULL,
             stderr=(profile.parent / f"{profile.name}.log").open("wb"),
         )  # fmt: skip
