@@ -237,13 +237,13 @@ class StartGate:
         """Wait (bounded) until every child is ready, then release them all at once; a child
         that exits before it got ready (it failed at its start) ends the wait too."""
         k = self.env.kernel
-        t0 = k.monotonic()
-        pending = list(self.names)
-        while pending and k.monotonic() - t0 < timeout:
-            pending = [n for n in pending if not exists(self.env, self._ready(n))]
-            if not pending or any(p.wait(0) is not None for p in procs):
-                break
-            k.sleep(0.0005)
+
+        def ready_or_failed() -> bool:
+            return all(exists(self.env, self._ready(n)) for n in self.names) or any(
+                p.wait(0) is not None for p in procs
+            )
+
+        wait_until(self.env, ready_or_failed, timeout, 0.0005)
         k.flock(self.fd, abi.LOCK_UN)
         k.close(self.fd)
         remove(self.env, self.path, *(self._ready(n) for n in self.names))

@@ -55,12 +55,15 @@ from loopdev.lab.scenarios.common import (
 )
 
 
-def open_and_read(env: Env, dev: str, verify: bool) -> None:
-    """Open the device (the verifier plainly, the prober with O_DIRECT), read its first block;
-    a clean refusal passes, a read that fails after the open (or verify) succeeded does not."""
+def open_and_read(env: Env, dev: str, verify: bool, flags: int | None = None) -> None:
+    """Open the device (the verifier plainly, the prober with O_DIRECT, or with ``flags``),
+    read its first block; a clean refusal passes, a read that fails after the open (or verify)
+    succeeded does not."""
     k = env.kernel
+    if flags is None:
+        flags = abi.O_RDONLY if verify else abi.O_RDONLY | abi.O_DIRECT
     try:
-        fd = k.open(dev, abi.O_RDONLY if verify else abi.O_RDONLY | abi.O_DIRECT)
+        fd = k.open(dev, flags)
     except OSError as e:
         if e.errno in (errno.ENXIO, errno.ENODEV, errno.ENOENT):
             return  # refused cleanly: the device is going away

@@ -29,12 +29,11 @@ without a partition-table parser (this machine's 6.18 has none), found out in ``
 
 from __future__ import annotations
 
-import errno
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loopdev import abi
+from loopdev import abi, sysfs
 from loopdev.control import attach
 from loopdev.kernel import Kernel
 from loopdev.lab.scenarios.base import Env, ScenarioFailure, Unsupported
@@ -46,7 +45,13 @@ from loopdev.lab.scenarios.common import (
     run_children,
     wait_until,
 )
-from loopdev.lab.scenarios.detach_open import detach_over, detacher, gone_after, probe
+from loopdev.lab.scenarios.detach_open import (
+    detach_over,
+    detacher,
+    gone_after,
+    open_and_read,
+    probe,
+)
 
 IMAGE = "partscan.img"
 IMAGE_MIB = 16
@@ -113,10 +118,7 @@ def _copy_into(k: Kernel, src: str, dst_fd: int, offset: int, limit: int) -> Non
 
 def partitions(k: Kernel, name: str) -> list[str]:
     """loopN's partitions as sysfs shows them (``loopNp1``, ...)."""
-    try:
-        return sorted(n for n in k.listdir(f"/sys/block/{name}") if n.startswith(f"{name}p"))
-    except OSError:
-        return []
+    return sysfs.partitions(k, int(name.removeprefix("loop")))
 
 
 def _present(env: Env, name: str) -> list[str]:
@@ -159,27 +161,9 @@ def wait_gone(env: Env, name: str, timeout: float) -> list[str]:
 
 def blkid_read(env: Env, node: str) -> None:
     """One probe of blkid's (the scanner's, in :func:`~detach_open.probe`'s loop): open
-    ``node`` as libblkid does and read its first block through the page cache; a clean refusal
-    passes, EIO after a successful open does not."""
-    k = env.kernel
-    try:
-        fd = k.open(node, BLKID_OPEN)
-    except OSError as e:
-        if e.errno in (errno.ENXIO, errno.ENODEV, errno.ENOENT):
-            return
-        name = errno.errorcode.get(e.errno or 0, "?")
-        raise ScenarioFailure("scanner open", name, f"{node}: {e.strerror or name}") from e
-    try:
-        k.pread(fd, 4096, 0)
-    except OSError as e:
-        name = errno.errorcode.get(e.errno or 0, "?")
-        raise ScenarioFailure(
-            "read after open", name,
-            f"{node}: opened fine, then a page-cache read failed: {e.strerror or name} "
-            f"({_state(env, node)})",
-        ) from e  # fmt: skip
-    finally:
-        k.close(fd)
+    ``node`` as libblkid does and read its first block through the page cache; a failure
+    says what the device looked like right after it."""
+    _with_state(env, node, lambda: open_and_read(env, node, verify=False, flags=BLKID_OPEN))
 
 
 def _with_state(env: Env, node: str, fn: Callable[[], None]) -> None:
