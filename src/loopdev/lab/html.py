@@ -249,14 +249,14 @@ def _plots(result: LabResult) -> str:
                 notes=[f"({v[0]}/{v[1]})" if v else "" for v in model],
             ))  # fmt: skip
     ttff_rows = [
-        (f"{k.scenario}/{k.userspace}/{k.column}", [float(g) for g in c.failure_gaps()])
+        (f"{k.scenario}/{k.userspace}/{k.column}", [float(g) for g in c.failure_gaps()], "model")
         for k, c in result.cells.items()
         if c.failure_runs and k.backend == "model"
     ]
-    ttff = plots.strip_plot(
+    ttff = plots.distributions(
         "time to first failure (runs until a failure, restarting after each)",
-        sorted(ttff_rows),
-    )
+        sorted(ttff_rows), unit="runs", scale=1.0, css="strip", empty="no failures",
+    )  # fmt: skip
     host = [c for k, c in result.cells.items() if k.backend == "host"]
     detach = [v for c in host for v in c.measurements.get("detach_delay", [])]
     umount = [v for c in host for v in c.measurements.get("umount_latency", [])]

@@ -203,67 +203,6 @@ def histogram(
     return "".join(out)
 
 
-def strip_plot(
-    title: str,
-    rows: Sequence[tuple[str, Sequence[float]]],
-    *,
-    unit: str = "runs",
-    width: int = 760,
-) -> str:
-    """One row per label, a dot per sample on a log axis, and a tick at the median: used for
-    time-to-first-failure distributions."""
-    left, right, top, row_h = 330, 20, 28, 20
-    height = top + row_h * max(1, len(rows)) + 30
-    plot_w = width - left - right
-    allv = [v for _, vs in rows for v in vs if v > 0]
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot strip" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
-        f'<text x="4" y="14" font-weight="bold">{_esc(title)}</text>',
-    ]
-    if not allv:
-        out.append(f'<text x="{left}" y="{top + 12}" fill="#888">no failures</text></svg>')
-        return "".join(out)
-    lmax = math.log10(max(allv) * 1.2 + 1)
-
-    def xpos(v: float) -> float:
-        return left + plot_w * math.log10(v + 1) / lmax if lmax else left
-
-    for i, (label, vs) in enumerate(rows):
-        y = top + i * row_h + row_h / 2
-        out.append(
-            f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{_esc(label)}</text>'
-            f'<line x1="{left}" y1="{y}" x2="{width - right}" y2="{y}" stroke="#eee"/>'
-        )
-        for v in vs:
-            out.append(
-                f'<circle class="dot" cx="{xpos(v):.1f}" cy="{y}" r="3" fill="#c0392b" '
-                f'opacity="0.55"><title>{_esc(label)}: {v:g} {unit}</title></circle>'
-            )
-        if vs:
-            med = sorted(vs)[len(vs) // 2]
-            out.append(
-                f'<line x1="{xpos(med):.1f}" y1="{y - 7}" x2="{xpos(med):.1f}" y2="{y + 7}" '
-                f'stroke="#222" stroke-width="2"><title>median {med:g} {unit}</title></line>'
-            )
-    axis_y = top + row_h * len(rows) + 6
-    out.append(
-        f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#333"/>'
-    )
-    v = 1.0
-    while v <= max(allv) * 1.2:
-        out.append(
-            f'<text x="{xpos(v):.1f}" y="{axis_y + 14}" text-anchor="middle" fill="#555">'
-            f"{v:g}</text>"
-        )
-        v *= 10
-    out.append(
-        f'<text x="{width - right}" y="{axis_y + 24}" text-anchor="end" fill="#555">{unit} '
-        f"(log)</text></svg>"
-    )
-    return "".join(out)
-
-
 #: the colours of :func:`distributions`' rows, by kind
 _KIND_FILL = {"model": "#c0392b", "real": "#e67e22", "distorted": "#999999"}
 
@@ -286,27 +225,32 @@ def distributions(
     unit: str = "ms",
     scale: float = 1000.0,
     width: int = 760,
+    css: str = "dist",
+    empty: str = "no samples",
 ) -> str:
-    """One row per ``(label, samples in seconds, kind)`` on a shared log axis in ``unit``: a
-    dot per sample, a bar from the 10th to the 90th percentile and a tick at the median.
-    ``kind`` colours the row: ``model``, ``real`` or ``distorted`` (a real cell whose timing
-    is not hardware's, grey). A row without samples says so."""
-    left, right, top, row_h = 250, 20, 40, 24
+    """One row per ``(label, samples, kind)`` on a shared log axis in ``unit`` (samples times
+    ``scale``: seconds to ms by default): a dot per sample, a bar from the 10th to the 90th
+    percentile and a tick at the median. ``kind`` colours the row: ``model``, ``real`` or
+    ``distorted`` (a real cell whose timing is not hardware's, grey); the legend names the
+    kinds the rows have. A row without samples says so; ``empty`` is said when none has any."""
+    # the labels' column as wide as the longest label (about 6.5 px a character)
+    left = max(250, 12 + math.ceil(6.5 * max((len(label) for label, _, _ in rows), default=0)))
+    right, top, row_h = 20, 40, 24
     height = top + row_h * max(1, len(rows)) + 34
     plot_w = width - left - right
     allv = [v * scale for _, vs, _ in rows for v in vs if v > 0]
+    names = {"model": "model", "real": "real", "distorted": "real, timing-distorted"}
+    kinds = [k for k in names if any(kind == k for _, _, kind in rows)]
+    legend = " ".join(f'<tspan fill="{_KIND_FILL[k]}">&#9679;</tspan> {names[k]}' for k in kinds)
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot dist" width="{width}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot {css}" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" style="{_FONT}">',
         f'<text x="4" y="14" font-weight="bold">{_esc(title)}</text>',
-        f'<text x="4" y="30" fill="#555">'
-        f'<tspan fill="{_KIND_FILL["model"]}">&#9679;</tspan> model '
-        f'<tspan fill="{_KIND_FILL["real"]}">&#9679;</tspan> real '
-        f'<tspan fill="{_KIND_FILL["distorted"]}">&#9679;</tspan> real, timing-distorted; '
-        f"bar: 10th-90th percentile; tick: median</text>",
+        f'<text x="4" y="30" fill="#555">{legend}; bar: 10th-90th percentile; tick: median'
+        "</text>",
     ]
     if not allv:
-        out.append(f'<text x="{left}" y="{top + 12}" fill="#888">no samples</text></svg>')
+        out.append(f'<text x="{left}" y="{top + 12}" fill="#888">{_esc(empty)}</text></svg>')
         return "".join(out)
     ticks = _log_ticks(min(allv), max(allv))
     llo, lhi = math.log10(ticks[0]), math.log10(ticks[-1])
