@@ -1,6 +1,6 @@
 """Attaching: /dev/loop-control, locks, bounded jittered retry, LOOP_CONFIGURE + fallback.
 
-The order of operations (RESEARCH.md §4): open and check the image; lock /dev/loop-control
+The order of operations (the T-numbers name each step's reason): open and check the image; lock /dev/loop-control
 (T8) and ask for a free device (or LOOP_CTL_ADD a named one, T25); open the device, check it
 is a loop block device (T26), lock it on a separate fd so udev probes the finished device once
 (T6/T7), re-check it is unbound (T9), LOOP_CONFIGURE (T3, fallback SET_FD + SET_STATUS64),

@@ -1,7 +1,7 @@
 """Detaching a bound loop device through an open fd: flush, ask the kernel to tear it down in
 the way that is safe on its loop-driver design, close, and wait honestly until it is unbound.
 
-How the teardown is asked for depends on the kernel (RESEARCH §4 T28):
+How the teardown is asked for depends on the kernel (T28; docs/library.md, "Why this way, measured"):
 
 * 6.11 and later: LOOP_CLR_FD. It never tears down by itself: it marks the device AUTOCLEAR
   (and Lo_rundown when we are the only opener) and the teardown runs in the last close, under

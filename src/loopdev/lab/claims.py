@@ -1,4 +1,4 @@
-"""The claims of RESEARCH.md §3, each with its source, what should be observed, and how the
+"""The 2022 linux-block thread's claims (docs/lab.md lists them with their sources), each with its source, what should be observed, and how the
 lab's verdict is computed from the outcomes the matrix actually observed.
 
 A claim is a list of expectations on matrix cells ("this cell shows a failure whose label
@@ -81,7 +81,7 @@ class Expect:
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of RESEARCH §3, and what the lab found out about it beyond the cells
+    """One claim of the 2022 thread, and what the lab found out about it beyond the cells
     (``note``: the finding, with its evidence, in a sentence or two)."""
 
     number: int
@@ -460,7 +460,7 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 def claim(number: int) -> Claim:
-    """RESEARCH §3 claim ``number``."""
+    """The thread's claim ``number``."""
     return next(c for c in CLAIMS if c.number == number)
 
 

@@ -26,7 +26,7 @@ partitions, whose size the failed rescan left in place, so the retry fails as we
 Before 6.11 a LOOP_CLR_FD by the only opener tears the device down inside the ioctl, and an
 open that lands during that teardown succeeds and then reads EIO; 6.11 refuses opens during
 the rundown and tears down only at the last close. The library detaches with AUTOCLEAR and
-close before 6.11 (RESEARCH T28), so the teardown runs in ->release under open_mutex, where
+close before 6.11 (docs/library.md), so the teardown runs in ->release under open_mutex, where
 the open waits; that cannot help where the teardown runs outside open_mutex anyway (5.17-rc1's
 worker, task_work). A user must never get a device that opened (or verified) fine and then
 fails its reads with EIO, and the device must really be gone after the detach.

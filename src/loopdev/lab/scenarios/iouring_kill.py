@@ -2,8 +2,9 @@
 ``umount``, an exclusive open of the device, and a re-mount.
 
 On SIGKILL the ring's in-flight requests are cancelled from a kworker and their file
-references dropped later, so an immediate umount can fail with EBUSY (RESEARCH §6: 117 of 120
-with util-linux). The reader is fio (the real one, or the model's ``fio`` program).
+references dropped later, so an immediate umount can fail with EBUSY (117 of 120 trials
+with util-linux on 6.18, docs/findings.md). The reader is fio (the real one, or the model's
+``fio`` program).
 
 The kill point is chosen the same way on both backends: poll ``/proc/PID/fd`` until fio has
 its data file and its ring open (``sched_yield`` between polls, then short sleeps once that
@@ -143,7 +144,7 @@ class IouringKill:
         on = f" (io_uring {self.io_uring})" if self.io_uring else ""
         return f"SIGKILL an io_uring reader; umount; exclusive open; re-mount{on}"
 
-    source: str = "RESEARCH §6 (fio --ioengine=io_uring, kill -9, umount)"
+    source: str = "fio --ioengine=io_uring, kill -9, umount (measured on 6.18, docs/findings.md)"
 
     def _paths(self, env: Env) -> tuple[str, str]:
         return env.path("uring.img"), env.path("uring")

@@ -47,7 +47,7 @@ class ParallelAttach:
     model_only: bool = False
     name: str = "parallel-attach"
     title: str = "N allocators racing for free devices"
-    source: str = "util-linux/systemd/containerd retry loops (RESEARCH §4 T1-T9)"
+    source: str = "util-linux/systemd/containerd attach retry loops (LOOP_CTL_GET_FREE races)"
 
     def _images(self, env: Env) -> list[str]:
         return [env.path(f"par{i}.img") for i in range(self.allocators)]

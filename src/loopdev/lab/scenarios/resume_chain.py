@@ -1,5 +1,5 @@
 """resume-chain: claim 6's lockdep chain, from four ordinary programs around an autoclear loop
-device whose image lives on a loop-mounted ext4 (RESEARCH §3 claim 6).
+device whose image lives on a loop-mounted ext4 (the 2022 thread's claim 6, docs/lab.md).
 
 * ``writer`` — one block written to the inner loop device: the loop worker writes the backing
   file on the host filesystem (``sb_start_write``, inside the loop workqueue's work);
@@ -81,7 +81,7 @@ class ResumeChain:
     userspaces: tuple[str, ...] = ("loopdev",)
     #: how the device goes: "autoclear" (its last close) or "clr-fd" (LOOP_CLR_FD, then close)
     detach: str = "autoclear"
-    source: str = "RESEARCH §3 claim 6 (lockdep report in the 2022 thread)"
+    source: str = "claim 6 of the 2022 linux-block thread (its lockdep report; docs/lab.md)"
 
     @property
     def name(self) -> str:

@@ -1,4 +1,4 @@
-"""Userspace of RESEARCH §3 claim 6 (the 2022 lockdep chain): a nested loop setup on a
+"""Userspace of claim 6 (the 2022 thread's lockdep chain, docs/lab.md): a nested loop setup on a
 freezable filesystem, and the programs that each take one link of the chain.
 
 ``open_mutex``/``lo_mutex`` → (wait for loop I/O) → ``sb_writers`` of the backing filesystem →
