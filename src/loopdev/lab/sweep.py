@@ -10,7 +10,7 @@ what the HTML plots) and, for the claims view, the per-value cells
 timing-dependent.
 
 From the command line: ``loopdev lab sweep rcu.grace_period=0..20ms:5 --scenario mount-loop
---variant v5.17-rc1 --userspace util-linux-2.37`` (or ``python -m loopdev.lab.sweep ...``).
+--variant v5.17-rc1 --userspace util-linux-2.37``.
 """
 
 from __future__ import annotations
@@ -203,24 +203,9 @@ def format_table(result: SweepResult) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``loopdev lab sweep`` (the spec is a positional argument)."""
-    p.add_argument("spec", help="PARAM=LO..HI[:STEPS], e.g. rcu.grace_period=0..20ms:5; "
-                   "parameters: " + ", ".join(params.PARAMS))  # fmt: skip
-    p.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
-    p.add_argument("--variant", action="append", help="only this variant (repeatable)")
-    p.add_argument("--userspace", action="append", help="only this userspace (repeatable)")
-    p.add_argument("--budget", type=int, default=None,
-                   help=f"runs per cell and value (default {DEFAULT_BUDGET})")  # fmt: skip
-    p.add_argument("--strategy", choices=model.STRATEGIES, default="portfolio")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-
-
 def run_from_args(args: argparse.Namespace, spec_text: str | None = None) -> int:
-    """Run a sweep from parsed arguments (``loopdev lab``'s, with the spec in ``spec_text``
-    or ``args.spec``); prints the table or JSON; the exit status."""
+    """Run a sweep from ``loopdev lab``'s parsed arguments, the spec in ``spec_text`` (or
+    ``args.spec``); prints the table or JSON; the exit status."""
     try:
         spec = parse_spec(spec_text if spec_text is not None else args.spec)
         keys = sweep_keys(args.scenario, args.variant, args.userspace)
@@ -236,14 +221,3 @@ def run_from_args(args: argparse.Namespace, spec_text: str | None = None) -> int
     else:
         print(format_table(result))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="loopdev lab sweep", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    add_arguments(p)
-    return run_from_args(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
